@@ -1,0 +1,57 @@
+# Replace Background: one Makefile for set-up, training, serving, the GIMP plug-in and the tests.
+# `make serve` (main job) and `make test` (the test suite) both set up .venv first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL_NAME ?= person_segmenter
+# GIMP 3 root for the headless plug-in tests, cached outside the clone.
+GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
+
+.PHONY: setup test test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -ra
+
+test-fast: setup
+	$(PY) -m pytest -ra -m "not slow"
+
+mar: setup
+	$(PY) training/export.py
+
+train: setup
+	$(PY) training/train.py
+
+evaluate: setup
+	$(PY) training/evaluate.py
+
+# --- serving (issue 3) ---
+serve: mar
+	$(PY) -m handler.serve start
+
+stop: setup
+	$(PY) -m handler.serve stop
+
+# --- GIMP plug-in (issue 4) ---
+install-gimp-plugin:
+	bash gimp_plugin/install.sh
+
+gimp-root:
+	bash tests/gimp/make-gimp-root.sh $(GIMP_ROOT)
+
+clean:
+	rm -rf build runs serve .pytest_cache .ruff_cache
