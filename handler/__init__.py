@@ -1,0 +1,1 @@
+"""TorchServe handler, server control and HTTP client for the person segmenter."""

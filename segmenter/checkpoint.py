@@ -1,0 +1,72 @@
+"""Checkpoints: written atomically, read without unpickling arbitrary objects.
+
+A checkpoint is a plain dict of tensors and numbers, loaded with ``weights_only=True`` so a
+file from an untrusted source cannot run code. It carries the model's configuration, so
+the handler and the CLI rebuild the exact network that was trained.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segmenter.model import UNet
+
+# The weights the project ships; make serve, evaluate.py and predict.py use them by default.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "person_unet.pt"
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, ...
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path}: not a checkpoint of this project (no 'model'/'config' entries)")
+    return ckpt
+
+
+def build_model(config: dict[str, Any]) -> UNet:
+    return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", 4)))
+
+
+def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
+    """Model in eval mode plus its config (image_size, base_filters, ...)."""
+    ckpt = load(path)
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, dict(ckpt["config"])
+
+
+def default_weights() -> Path:
+    """The shipped weights, or a clear error saying how to get a model."""
+    if not SHIPPED_WEIGHTS.is_file():
+        raise FileNotFoundError(
+            f"{SHIPPED_WEIGHTS}: no shipped model found; train one with `python training/train.py` "
+            "and pass --checkpoint runs/<run>/best.pt")
+    return SHIPPED_WEIGHTS

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of the person segmenter (scripts runnable as files)."""

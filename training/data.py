@@ -1,0 +1,182 @@
+"""Dataset discovery, validation and augmentation.
+
+A dataset root holds ``Images/`` and ``Masks/`` paired by base name (``a.jpg`` <-> ``a.png``).
+Problems are collected over the whole root and reported together, naming every file, so a
+user fixes their folder in one pass instead of one crash per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from segmenter.imaging import ImageError, load_image, load_mask
+from segmenter.preprocess import MEAN, STD
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class DatasetError(ValueError):
+    """The dataset folder has problems; the message lists each offending file."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.image.stem
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")}
+
+
+def _oriented_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        orientation = img.getexif().get(0x0112, 1)
+        w, h = img.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _check_pair(pair: Pair) -> str | None:
+    """Cheap per-pair validation: headers readable, sizes equal, mask binary."""
+    try:
+        isize = _oriented_size(pair.image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"{pair.image}: unreadable image ({exc})"
+    try:
+        msize = _oriented_size(pair.mask)
+        load_mask(pair.mask)
+    except ImageError as exc:
+        return str(exc)
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"{pair.mask}: unreadable mask ({exc})"
+    if isize != msize:
+        return f"{pair.image}: image is {isize[0]}x{isize[1]} but its mask {pair.mask.name} is {msize[0]}x{msize[1]}"
+    return None
+
+
+def find_pairs(roots: Iterable[str | Path], skip_bad: bool = False, check: bool = True) -> list[Pair]:
+    """All valid pairs under the roots; raises ``DatasetError`` listing every problem unless ``skip_bad``."""
+    pairs: list[Pair] = []
+    problems: list[str] = []
+    for root in map(Path, roots):
+        images_dir, masks_dir = root / "Images", root / "Masks"
+        missing = [d for d in (images_dir, masks_dir) if not d.is_dir()]
+        if missing:
+            problems.append(f"{root}: missing folder(s) {', '.join(str(d) for d in missing)}; "
+                            "a dataset root must contain Images/ and Masks/")
+            continue
+        images, masks = _files(images_dir), _files(masks_dir)
+        problems += [f"{images[n]}: no mask with the same base name in {masks_dir}" for n in images if n not in masks]
+        problems += [f"{masks[n]}: no image with the same base name in {images_dir}" for n in masks if n not in images]
+        for name in sorted(images.keys() & masks.keys()):
+            pair = Pair(images[name], masks[name], root)
+            problem = _check_pair(pair) if check else None
+            if problem:
+                problems.append(problem)
+            else:
+                pairs.append(pair)
+        if not images and not masks:
+            problems.append(f"{root}: Images/ and Masks/ hold no image files")
+    if problems:
+        if not skip_bad:
+            shown = "\n  ".join(problems[:50])
+            more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+            raise DatasetError(f"{len(problems)} problem(s) in the dataset "
+                               f"(fix them or pass --skip-bad):\n  {shown}{more}")
+        for p in problems:
+            print(f"warning: skipping: {p}", file=sys.stderr)
+    if not pairs:
+        raise DatasetError("no usable image/mask pairs found in " + ", ".join(map(str, roots)))
+    return pairs
+
+
+def split_pairs(pairs: Sequence[Pair], val_names: set[str] | None = None,
+                val_fraction: float = 0.1) -> tuple[list[Pair], list[Pair]]:
+    """Train/validation split: by an explicit name list, else a stable hash of each name.
+
+    Hashing (not shuffling) keeps a file on the same side when the dataset grows.
+    """
+    if val_names is not None:
+        val = [p for p in pairs if p.name in val_names]
+    else:
+        cut = int(val_fraction * 10_000)
+        val = [p for p in pairs if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 10_000 < cut]
+    val_set = {id(p) for p in val}
+    return [p for p in pairs if id(p) not in val_set], val
+
+
+def read_name_list(path: str | Path) -> set[str]:
+    """Names (base names, one per line, '#' comments) of a fixed validation split."""
+    lines = Path(path).read_text().splitlines()
+    return {ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()}
+
+
+def train_transforms(image_size: int) -> v2.Compose:
+    """Augmentations applied to image and mask together, so they stay pixel-aligned.
+
+    ScaleJitter + padded RandomCrop mimic the letterboxed input seen at inference, with the
+    person anywhere from small and far (groups, full body) to cropped by the frame.
+    """
+    return v2.Compose([
+        v2.ScaleJitter((image_size, image_size), scale_range=(0.35, 1.6), antialias=True),
+        v2.RandomCrop(image_size, pad_if_needed=True, fill=0),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.RandomAffine(degrees=12, fill=0)], p=0.4),
+        v2.RandomApply([v2.ColorJitter(0.35, 0.35, 0.35, 0.05)], p=0.8),
+        v2.RandomGrayscale(p=0.05),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.2),
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.2),
+        v2.Normalize(MEAN, STD),
+    ])
+
+
+class SegmentationDataset(Dataset):
+    """Pairs -> (normalised CHW float image, 1xHxW float mask) for training."""
+
+    def __init__(self, pairs: Sequence[Pair], image_size: int) -> None:
+        self.pairs = list(pairs)
+        self.transforms = train_transforms(image_size)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        pair = self.pairs[index]
+        image = load_image(pair.image)
+        mask = torch.from_numpy(load_mask(pair.mask)).to(torch.uint8)[None]
+        img = tv_tensors.Image(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
+        return img, tv_tensors.Mask(mask)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, mask = self.transforms(*self.load(index))
+        return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).float()
+
+
+def load_validation(pairs: Sequence[Pair]) -> list[tuple[Pair, Image.Image, torch.Tensor]]:
+    """Validation photos and masks at full resolution, decoded once and kept in memory."""
+    out = []
+    for p in pairs:
+        out.append((p, load_image(p.image), torch.from_numpy(load_mask(p.mask))))
+    return out
+
+
+__all__ = ["DatasetError", "Pair", "SegmentationDataset", "find_pairs", "split_pairs", "read_name_list",
+           "train_transforms", "load_validation"]

@@ -1,0 +1,116 @@
+"""Evaluate a checkpoint (default: the shipped model) on one or more dataset roots.
+
+Predictions go through ``segmenter.inference`` — the exact path TorchServe serves — and are
+compared with the truth at each photo's original resolution.
+
+    python training/evaluate.py --data ../shared/datasets/ccp --val-list training/splits/shared_val.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from PIL import Image
+
+from segmenter import checkpoint
+from segmenter.inference import Segmenter
+from segmenter.preprocess import THRESHOLD
+from segmenter.refine import METHODS
+from training.data import DatasetError, Pair, find_pairs, read_name_list
+from training.metrics import image_metrics, mean_metrics
+from training.progress import Progress
+
+
+def evaluate_samples(segmenter: Segmenter, samples: Sequence[tuple[Pair, Image.Image, torch.Tensor]],
+                     refine: str = "guided", batch_size: int = 8, progress: bool = False) -> list[dict]:
+    """Per-image metrics rows (name, root, iou, dice, boundary_f) for decoded samples."""
+    rows = []
+    bar = Progress(len(samples), "evaluate", enabled=progress)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        masks = segmenter.predict([img for _, img, _ in chunk], refine=refine)
+        for (pair, _, truth), soft in zip(chunk, masks, strict=True):
+            pred = torch.from_numpy(soft) >= round(THRESHOLD * 255)
+            rows.append({"name": pair.name, "root": str(pair.root), **image_metrics(pred, truth)})
+        bar.update(len(chunk))
+    bar.close()
+    return rows
+
+
+def iter_samples(pairs: Sequence[Pair]):
+    from segmenter.imaging import load_image, load_mask
+
+    for p in pairs:
+        yield p, load_image(p.image), torch.from_numpy(load_mask(p.mask))
+
+
+def summarize(rows: list[dict]) -> dict:
+    per_root: dict[str, list[dict]] = {}
+    for r in rows:
+        per_root.setdefault(r["root"], []).append(r)
+    overall = mean_metrics(rows)
+    return {
+        "mean_iou": overall["iou"], "mean_dice": overall["dice"], "mean_boundary_f": overall["boundary_f"],
+        "count": overall["count"],
+        "per_dataset": {root: mean_metrics(rs) for root, rs in per_root.items()},
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True, help="dataset root with Images/ and Masks/ (repeatable)")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped model)")
+    p.add_argument("--val-list", type=Path, help="evaluate only the names listed in this file")
+    p.add_argument("--refine", choices=METHODS, default="guided", help="full-resolution upsampling method")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-amp", action="store_true", help="fp32 inference (default: bf16 where the CPU has it)")
+    p.add_argument("--limit", type=int, help="evaluate at most N pairs per root (quick checks)")
+    p.add_argument("--skip-bad", action="store_true", help="warn about and skip bad pairs instead of failing")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--per-image", type=Path, help="also write per-image rows as JSON lines to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ckpt_path = args.checkpoint or checkpoint.default_weights()
+        segmenter = Segmenter.from_checkpoint(ckpt_path, args.device, amp=False if args.no_amp else None)
+        names = read_name_list(args.val_list) if args.val_list else None
+        pairs: list[Pair] = []
+        for root in args.data:
+            found = [p for p in find_pairs([root], skip_bad=args.skip_bad) if names is None or p.name in names]
+            pairs += found[: args.limit] if args.limit else found
+        if not pairs:
+            raise DatasetError("no pairs to evaluate (check --data and --val-list)")
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"evaluate.py: model {ckpt_path} (image size {segmenter.image_size}), {len(pairs)} pairs, "
+          f"refine={args.refine}", file=sys.stderr)
+    rows = evaluate_samples(segmenter, list(iter_samples(pairs)), args.refine, progress=True)
+    summary = summarize(rows)
+    summary["checkpoint"] = str(ckpt_path)
+    if args.per_image:
+        args.per_image.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{'dataset':<40} {'pairs':>6} {'IoU':>7} {'Dice':>7} {'BF':>7}")
+        for root, m in summary["per_dataset"].items():
+            print(f"{root:<40} {m['count']:>6} {m['iou']:>7.4f} {m['dice']:>7.4f} {m['boundary_f']:>7.4f}")
+        print(f"{'overall':<40} {summary['count']:>6} {summary['mean_iou']:>7.4f} {summary['mean_dice']:>7.4f} "
+              f"{summary['mean_boundary_f']:>7.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Turn a checkpoint into a TorchServe model archive (``model_store/<name>.mar``).
+
+The archive is built only from this repository's code: the ``segmenter`` core (model,
+decoding, pre/post-processing), the ``handler`` package and a ``model-config.yaml``; the
+checkpoint is reduced to the model's weights and config (no optimizer state).
+
+    python training/export.py                       # the shipped weights
+    python training/export.py --checkpoint runs/X/best.pt --name my_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from segmenter import checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+HANDLER_ENTRY = REPO / "handler" / "person_handler.py"
+PACKAGES = ("segmenter", "handler")
+WEIGHTS_NAME = "weights.pt"
+
+# TorchServe per-model settings. One worker with all cores beats several oversubscribed ones on
+# a small CPU (see docs/SERVING.md); batching waits at most 20 ms for company.
+DEFAULT_MODEL_CONFIG = {
+    "minWorkers": 1,
+    "maxWorkers": 1,
+    "batchSize": 1,
+    "maxBatchDelay": 20,
+    "responseTimeout": 120,
+}
+
+
+def _model_config_yaml(settings: dict) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in settings.items())
+
+
+def _copy_package(name: str, dst: Path) -> None:
+    shutil.copytree(REPO / name, dst / name,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "weights", "client.py"))
+
+
+def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO / "model_store",
+                   name: str = "person_segmenter", version: str = "1.0",
+                   settings: dict | None = None) -> Path:
+    """Build ``<model_store>/<name>.mar``; returns its path. Raises with a clear message on failure."""
+    ckpt = checkpoint.load(checkpoint_path)
+    model_store = Path(model_store).resolve()
+    model_store.mkdir(parents=True, exist_ok=True)
+    cfg = dict(DEFAULT_MODEL_CONFIG, **(settings or {}))
+    with tempfile.TemporaryDirectory(prefix="mar-") as tmp:
+        stage = Path(tmp)
+        extra = stage / "extra"
+        extra.mkdir()
+        for pkg in PACKAGES:
+            _copy_package(pkg, extra)
+        weights = stage / WEIGHTS_NAME
+        checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"]}, weights)
+        config_file = stage / "model-config.yaml"
+        config_file.write_text(_model_config_yaml(cfg))
+        archiver_tmp = stage / "archiver-tmp"  # the archiver stages in $TMPDIR/<name>: keep runs apart
+        archiver_tmp.mkdir()
+        cmd = [_archiver(), "--model-name", name, "--version", version,
+               "--serialized-file", str(weights), "--handler", str(HANDLER_ENTRY),
+               "--extra-files", str(extra), "--config-file", str(config_file),
+               "--export-path", str(model_store), "--force"]
+        env = dict(os.environ, TMPDIR=str(archiver_tmp), TEMP=str(archiver_tmp))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"torch-model-archiver failed ({proc.returncode}): {proc.stderr.strip()}")
+    return model_store / f"{name}.mar"
+
+
+def _archiver() -> str:
+    local = Path(sys.executable).parent / "torch-model-archiver"
+    found = str(local) if local.exists() else shutil.which("torch-model-archiver")
+    if not found:
+        raise RuntimeError("torch-model-archiver not found; run `make setup` first")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, help="checkpoint to export (default: the shipped weights)")
+    p.add_argument("--model-store", type=Path, default=REPO / "model_store")
+    p.add_argument("--name", default="person_segmenter", help="model name (the .mar file's base name)")
+    p.add_argument("--version", default="1.0")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_MODEL_CONFIG["batchSize"])
+    p.add_argument("--max-batch-delay", type=int, default=DEFAULT_MODEL_CONFIG["maxBatchDelay"], help="ms")
+    p.add_argument("--workers", type=int, default=DEFAULT_MODEL_CONFIG["minWorkers"])
+    p.add_argument("--response-timeout", type=int, default=DEFAULT_MODEL_CONFIG["responseTimeout"], help="s")
+    args = p.parse_args(argv)
+    settings = {"batchSize": args.batch_size, "maxBatchDelay": args.max_batch_delay, "minWorkers": args.workers,
+                "maxWorkers": args.workers, "responseTimeout": args.response_timeout}
+    try:
+        path = args.checkpoint or checkpoint.default_weights()
+        mar = export_archive(path, args.model_store, args.name, args.version, settings)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"export.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"export.py: wrote {mar} ({mar.stat().st_size / 1e6:.1f} MB) from {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

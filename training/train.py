@@ -1,0 +1,257 @@
+"""Train the U-Net person/background segmenter and export a TorchServe archive.
+
+Defaults follow the original notebook (Dice loss, 32 base filters, lr 1e-4, 50 epochs,
+batch 4, data in ./Dataset). Every epoch writes metrics, a preview and atomic ``last``/``best``
+checkpoints; Ctrl-C leaves a checkpoint that ``--resume`` continues.
+
+    python training/train.py --data Dataset
+    torchrun --nproc_per_node=2 training/train.py --data Dataset      # DistributedDataParallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from segmenter import checkpoint
+from segmenter.inference import Segmenter, autocast, resolve_device
+from segmenter.model import UNet
+from segmenter.preprocess import DEFAULT_IMAGE_SIZE
+from training.data import DatasetError, SegmentationDataset, find_pairs, load_validation, read_name_list, split_pairs
+from training.evaluate import evaluate_samples
+from training.losses import LOSSES, make_loss
+from training.metrics import mean_metrics
+from training.preview import save_preview
+from training.progress import Progress
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", type=Path,
+                   help="dataset root with Images/ and Masks/ (repeatable; default: Dataset)")
+    val = p.add_argument_group("validation (pick one; default --val-fraction 0.1)")
+    val.add_argument("--val-data", action="append", type=Path, help="separate validation root (repeatable)")
+    val.add_argument("--val-list", type=Path, help="file of base names that form the validation split")
+    val.add_argument("--val-fraction", type=float, default=0.1, help="hold out this fraction (stable by name)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
+                   help="learning-rate schedule over epochs (cosine decays to 5%% of --lr)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--base-filters", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="model input side in pixels")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="dice")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<date-time>, or the --resume run's folder)")
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint (same optimizer state and epoch)")
+    p.add_argument("--init", type=Path, help="start from these weights with a fresh optimizer (fine-tuning)")
+    p.add_argument("--skip-bad", action="store_true", help="warn about and skip bad pairs instead of failing")
+    p.add_argument("--limit", type=int, help="use at most N training pairs (quick experiments)")
+    p.add_argument("--val-limit", type=int, help="use at most N validation pairs per epoch")
+    p.add_argument("--preview-count", type=int, default=4)
+    p.add_argument("--no-export", action="store_true", help="do not build a .mar at the end")
+    p.add_argument("--model-store", type=Path, default=Path("model_store"))
+    p.add_argument("--model-name", default="person_segmenter")
+    args = p.parse_args(argv)
+    if not args.data:
+        args.data = [Path("Dataset")]
+    if args.resume and args.init:
+        p.error("--resume and --init exclude each other")
+    return args
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    return dist.get_rank(), world
+
+
+def lr_at(epoch: int, args: argparse.Namespace) -> float:
+    if args.schedule == "constant":
+        return args.lr
+    return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, args.epochs))))
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    return {"base_filters": args.base_filters, "image_size": args.image_size, "depth": 4}
+
+
+def training_state(model: UNet, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, epoch: int,
+                   best_iou: float, args: argparse.Namespace, **extra) -> dict:
+    """A checkpoint holding only tensors and plain values, so it loads with weights_only=True."""
+    plain_args = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+                  for k, v in vars(args).items()}
+    return {"model": model.state_dict(), "config": model_config(args), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "best_iou": best_iou, "args": plain_args, **extra}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    rank, world = setup_distributed(device)
+    main_proc = rank == 0
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main_proc else (lambda *a: None)
+    torch.manual_seed(args.seed + rank)
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+
+    try:
+        resume = checkpoint.load(args.resume) if args.resume else None
+        if resume:
+            saved = resume["config"]
+            args.base_filters, args.image_size = saved["base_filters"], saved["image_size"]
+        pairs = find_pairs(args.data, skip_bad=args.skip_bad)
+        if args.val_data:
+            train_pairs, val_pairs = pairs, find_pairs(args.val_data, skip_bad=args.skip_bad)
+        else:
+            names = read_name_list(args.val_list) if args.val_list else None
+            train_pairs, val_pairs = split_pairs(pairs, names, args.val_fraction)
+        if args.limit:
+            train_pairs = random.Random(args.seed).sample(train_pairs, min(args.limit, len(train_pairs)))
+        if args.val_limit:
+            val_pairs = val_pairs[: args.val_limit]
+        if len(train_pairs) < args.batch_size * world:
+            raise DatasetError(f"only {len(train_pairs)} training pairs; need at least one batch "
+                               f"({args.batch_size} x {world} processes)")
+        init = checkpoint.load(args.init) if args.init else None
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+
+    out = args.out or (args.resume.parent if args.resume else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+    log(f"train.py: {len(train_pairs)} training / {len(val_pairs)} validation pairs from "
+        f"{', '.join(map(str, args.data))}; run folder {out}")
+    log(f"train.py: U-Net {args.base_filters} base filters, input {args.image_size}px, loss {args.loss}, "
+        f"lr {args.lr} ({args.schedule}), batch {args.batch_size} x {world} process(es), device {device}, "
+        f"amp {'on' if args.amp else 'off'}")
+
+    model = UNet(base_filters=args.base_filters).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    if init:
+        model.load_state_dict(init["model"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    use_scaler = args.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    start_epoch, best_iou = 0, -1.0
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume.get("scaler", {}))
+        start_epoch, best_iou = int(resume["epoch"]), float(resume["best_iou"])
+        log(f"train.py: resumed from {args.resume} at epoch {start_epoch + 1} (best IoU so far {best_iou:.4f})")
+    net = DistributedDataParallel(model) if world > 1 else model
+    loss_fn = make_loss(args.loss)
+
+    dataset = SegmentationDataset(train_pairs, args.image_size)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+                        generator=generator, pin_memory=device.type == "cuda")
+    val_samples = load_validation(val_pairs) if main_proc and val_pairs else []
+    preview_idx = np.linspace(0, len(val_samples) - 1, min(args.preview_count, len(val_samples))).astype(int)
+
+    for epoch in range(start_epoch, args.epochs):
+        lr = lr_at(epoch, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{args.epochs}", enabled=main_proc)
+        total, count, t0 = 0.0, 0, time.monotonic()
+        try:
+            for images, masks in loader:
+                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+                if device.type == "cpu":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast(device, args.amp):
+                    logits = net(images)
+                loss = loss_fn(logits, masks)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += loss.item() * images.shape[0]
+                count += images.shape[0]
+                bar.update(1, loss=total / count)
+        except KeyboardInterrupt:
+            bar.close()
+            if main_proc:
+                checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_iou, args,
+                                                      interrupted=True), out / "last.pt")
+                log(f"\ntrain.py: interrupted in epoch {epoch + 1}; saved {out / 'last.pt'}. "
+                    f"Continue with: python training/train.py --resume {out / 'last.pt'}")
+            return 130
+        train_time = time.monotonic() - t0
+        if world > 1:
+            stats = torch.tensor([total, count], dtype=torch.float64)
+            dist.all_reduce(stats)
+            total, count = stats.tolist()
+
+        if main_proc:
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(1, count),
+                   "train_images_per_s": count / world / train_time * world, "train_seconds": train_time}
+            if val_samples:
+                segmenter = Segmenter(model, args.image_size, device, amp=None)
+                rows = evaluate_samples(segmenter, val_samples)
+                val = mean_metrics(rows)
+                row.update({"val_iou": val["iou"], "val_dice": val["dice"], "val_boundary_f": val["boundary_f"]})
+                save_preview(segmenter, [val_samples[i] for i in preview_idx], out / f"preview_{epoch + 1:03d}.png")
+            score = row.get("val_iou", -row["train_loss"])
+            improved = score > best_iou
+            best_iou = max(best_iou, score)
+            state = training_state(model, optimizer, scaler, epoch + 1, best_iou, args)
+            checkpoint.save_atomic(state, out / "last.pt")
+            if improved:
+                checkpoint.save_atomic(state, out / "best.pt")
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            model.train()
+            log(f"epoch {epoch + 1}/{args.epochs}: loss {row['train_loss']:.4f}"
+                + (f", val IoU {row['val_iou']:.4f} Dice {row['val_dice']:.4f} BF {row['val_boundary_f']:.4f}"
+                   if "val_iou" in row else "")
+                + (" (best)" if improved else "") + f", {train_time:.0f}s")
+        if world > 1:
+            dist.barrier()
+
+    if main_proc and not args.no_export:
+        from training.export import export_archive
+
+        mar = export_archive(out / "best.pt", args.model_store, args.model_name)
+        log(f"train.py: exported {mar}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
