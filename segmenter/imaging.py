@@ -83,7 +83,8 @@ def decode_image(data: bytes | bytearray, max_pixels: int = MAX_PIXELS, what: st
         raise ImageError(f"{what} is not an image format we can read "
                          "(JPEG, PNG, WebP, BMP, TIFF, GIF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{what} is too large to decode safely", status=413) from None
+        raise ImageError(f"{what} has more than {max_pixels / 1e6:.0f} megapixels, the limit "
+                         "(refused before decoding, as a decompression-bomb guard)", status=413) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{what} could not be decoded (truncated or corrupt file?): {exc}") from None
     _check_size(*img.size, max_pixels)

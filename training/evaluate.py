@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from segmenter import checkpoint
+from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
 from segmenter.refine import METHODS
@@ -29,13 +31,13 @@ from training.metrics import image_metrics, mean_metrics
 from training.progress import Progress
 
 
-def evaluate_samples(segmenter: Segmenter, samples: Sequence[tuple[Pair, Image.Image, torch.Tensor]],
-                     refine: str = "guided", batch_size: int = 8, progress: bool = False) -> list[dict]:
-    """Per-image metrics rows (name, root, iou, dice, boundary_f) for decoded samples."""
+def evaluate_samples(segmenter: Segmenter, samples: Iterable[tuple[Pair, Image.Image, torch.Tensor]],
+                     refine: str = "guided", batch_size: int = 8, total: int | None = None) -> list[dict]:
+    """Per-image metrics rows (name, root, iou, dice, boundary_f); streams, so memory stays flat."""
     rows = []
-    bar = Progress(len(samples), "evaluate", enabled=progress)
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
+    bar = Progress(total or 0, "evaluate", enabled=total is not None)
+    it = iter(samples)
+    while chunk := list(islice(it, batch_size)):
         masks = segmenter.predict([img for _, img, _ in chunk], refine=refine)
         for (pair, _, truth), soft in zip(chunk, masks, strict=True):
             pred = torch.from_numpy(soft) >= round(THRESHOLD * 255)
@@ -45,9 +47,7 @@ def evaluate_samples(segmenter: Segmenter, samples: Sequence[tuple[Pair, Image.I
     return rows
 
 
-def iter_samples(pairs: Sequence[Pair]):
-    from segmenter.imaging import load_image, load_mask
-
+def iter_samples(pairs: Sequence[Pair]) -> Iterator[tuple[Pair, Image.Image, torch.Tensor]]:
     for p in pairs:
         yield p, load_image(p.image), torch.from_numpy(load_mask(p.mask))
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"evaluate.py: model {ckpt_path} (image size {segmenter.image_size}), {len(pairs)} pairs, "
           f"refine={args.refine}", file=sys.stderr)
-    rows = evaluate_samples(segmenter, list(iter_samples(pairs)), args.refine, progress=True)
+    rows = evaluate_samples(segmenter, iter_samples(pairs), args.refine, total=len(pairs))
     summary = summarize(rows)
     summary["checkpoint"] = str(ckpt_path)
     if args.per_image:
