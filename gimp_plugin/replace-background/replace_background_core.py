@@ -1,0 +1,497 @@
+"""Standard-library half of the Replace Background GIMP plug-in: PNG, HTTP, error messages.
+
+This module must not import ``gi``: it holds everything that can be tested with a plain
+Python (``tests/gimp/test_plugin_core.py``), while ``replace-background.py`` next to it does
+the GIMP work. Only the standard library is used, because the plug-in runs inside GIMP's own
+bundled Python on Linux, Windows, macOS and Flatpak, where numpy or requests are not there.
+
+Every failure a user can meet is raised as ``PluginError`` whose text names the cause *and*
+the fix: the plug-in shows that text in GIMP's error dialog (or returns it to a script as the
+procedure's error), so a message like "HTTP Error 400" alone is a bug here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.client import HTTPException
+from typing import TypeVar
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_URL",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "PluginError",
+    "PngInfo",
+    "ServerSettings",
+    "build_mask_request",
+    "check_layer_size",
+    "check_mask_png",
+    "encode_png",
+    "explain_http_error",
+    "explain_url_error",
+    "inspect_png",
+    "predictions_url",
+    "read_key_file",
+    "request_mask",
+    "resolve_key",
+    "run_with_deadline",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_MODEL = "person_segmenter"
+# The server's limits (docs/API.md): refuse up front instead of uploading 200 MB for a 413.
+MAX_PIXELS = 64_000_000
+MIN_SIDE = 16
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
+_IDAT_CHUNK = 1 << 23  # split IDAT every 8 MiB: some decoders dislike giant chunks
+_ERROR_BODY_LIMIT = 64 * 1024
+_START_HINT = "start it (`make serve` in the replace-background project folder)"
+
+
+class PluginError(Exception):
+    """A failure the user can act on; ``str(error)`` is the full message (cause and fix)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG encoding and checking
+# ---------------------------------------------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC over type+data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _sub_filter_row(row: bytes, bpp: int) -> bytes:
+    """PNG filter type 1 (Sub) of one row, byte-wise modulo 256, without a Python loop per byte.
+
+    The row is treated as one big integer and the left neighbour (``bpp`` bytes earlier) as the
+    same integer shifted; the SWAR trick below subtracts all bytes at once without letting a
+    borrow cross from one byte into the next. Sub-filtered photos compress far better than
+    unfiltered ones, and a 24-megapixel layer still encodes in about a second.
+    """
+    n = len(row)
+    if n == 0:
+        return row
+    high = int.from_bytes(b"\x80" * n, "big")
+    a = int.from_bytes(row, "big")
+    b = a >> (8 * bpp)
+    diff = ((a | high) - (b & ~high)) ^ ((a ^ b ^ high) & high)
+    return diff.to_bytes(n, "big")
+
+
+def encode_png(
+    width: int,
+    height: int,
+    channels: int,
+    pixels: bytes | bytearray | memoryview,
+    level: int = 3,
+    progress: Callable[[float], None] | None = None,
+) -> bytes:
+    """Encode 8-bit pixels (rows top to bottom, ``channels`` interleaved) as a PNG.
+
+    Why our own encoder: GIMP's Python has no Pillow, and exporting through GIMP's PNG plug-in
+    would need a temporary image and a file per call. ``level`` 3 is a good speed/size balance
+    for an upload that usually goes over the loopback interface.
+    """
+    if channels not in _COLOR_TYPES:
+        raise ValueError(f"channels must be 1-4, not {channels}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"bad size {width}x{height}")
+    stride = width * channels
+    data = memoryview(pixels).cast("B")
+    if len(data) != stride * height:
+        raise ValueError(f"expected {stride * height} bytes for {width}x{height}x{channels}, got {len(data)}")
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
+    comp = zlib.compressobj(level)
+    parts: list[bytes] = []
+    rows_per_batch = max(1, (1 << 20) // stride)  # about 1 MiB of pixels per compressor call
+    for y0 in range(0, height, rows_per_batch):
+        y1 = min(height, y0 + rows_per_batch)
+        batch = b"".join(
+            b"\x01" + _sub_filter_row(bytes(data[y * stride : (y + 1) * stride]), channels) for y in range(y0, y1)
+        )
+        parts.append(comp.compress(batch))
+        if progress is not None:
+            progress(y1 / height)
+    parts.append(comp.flush())
+    idat = b"".join(parts)
+    chunks = [_chunk(b"IHDR", ihdr)]
+    chunks += [_chunk(b"IDAT", idat[i : i + _IDAT_CHUNK]) for i in range(0, len(idat), _IDAT_CHUNK)]
+    chunks.append(_chunk(b"IEND", b""))
+    return PNG_SIGNATURE + b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class PngInfo:
+    """The header fields of a PNG that matter for deciding whether we can use it."""
+
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+    interlace: int
+
+    def describe(self) -> str:
+        kinds = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+        kind = kinds.get(self.color_type, f"colour type {self.color_type}")
+        lace = ", interlaced" if self.interlace else ""
+        return f"{self.width}x{self.height} {self.bit_depth}-bit {kind}{lace}"
+
+
+def inspect_png(data: bytes) -> tuple[PngInfo, bytes]:
+    """Walk a PNG's chunks, checking structure and CRCs; return its header and joined IDAT data.
+
+    Raises ``ValueError`` with a short reason for anything that is not a complete, intact PNG
+    (wrong signature, truncated chunk, CRC mismatch, no IHDR/IDAT/IEND).
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("it does not start with the PNG signature")
+    pos = len(PNG_SIGNATURE)
+    info: PngInfo | None = None
+    idat: list[bytes] = []
+    while True:
+        if pos + 8 > len(data):
+            raise ValueError("it is truncated (no IEND chunk)")
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 8 + length + 4
+        if end > len(data):
+            raise ValueError(f"it is truncated inside a {kind!r} chunk")
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(kind + body) & 0xFFFFFFFF != crc:
+            raise ValueError(f"its {kind.decode('latin-1')} chunk is corrupt (CRC mismatch)")
+        if info is None:
+            if kind != b"IHDR" or length != 13:
+                raise ValueError("its first chunk is not a valid IHDR")
+            w, h, depth, ctype, _comp, _filt, lace = struct.unpack(">IIBBBBB", body)
+            info = PngInfo(w, h, depth, ctype, lace)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos = end
+    if not idat:
+        raise ValueError("it has no image data (no IDAT chunk)")
+    return info, b"".join(idat)
+
+
+def check_mask_png(data: bytes, width: int, height: int, url: str = "the server") -> PngInfo:
+    """Check that ``data`` is the mask the API promises: an intact 8-bit greyscale PNG of the layer's size.
+
+    The pixels are decompressed here (fast, in C) to prove the data is complete, but not
+    unfiltered: GIMP's own PNG loader does that far faster than Python could for 24 MP.
+    """
+    fix_version = (
+        "Fix: check that Server URL points at this project's TorchServe (inference port, 8080 by default) "
+        "and that server and plug-in come from the same release."
+    )
+    try:
+        info, idat = inspect_png(data)
+    except ValueError as exc:
+        head = data[:80].decode("utf-8", "replace").strip()
+        shown = f" It began with: {head!r}." if head and not data.startswith(PNG_SIGNATURE) else ""
+        raise PluginError(f"The answer from {url} is not a usable PNG mask: {exc}.{shown} {fix_version}") from None
+    if (info.bit_depth, info.color_type, info.interlace) != (8, 0, 0):
+        raise PluginError(
+            f"The server answered with a {info.describe()} PNG, but the mask must be a non-interlaced "
+            f"8-bit greyscale PNG (mode=mask in docs/API.md). {fix_version}"
+        )
+    if (info.width, info.height) != (width, height):
+        raise PluginError(
+            f"The server returned a {info.width}x{info.height} mask for a {width}x{height} layer. "
+            "The mask must have the layer's size. " + fix_version
+        )
+    expected = height * (width + 1)
+    try:
+        raw = zlib.decompressobj().decompress(idat, expected + 1)
+    except zlib.error as exc:
+        raise PluginError(f"The mask PNG from {url} is corrupt ({exc}). {fix_version}") from None
+    if len(raw) != expected:
+        raise PluginError(
+            f"The mask PNG from {url} holds {len(raw)} bytes of rows, expected {expected}: it is truncated "
+            f"or malformed. {fix_version}"
+        )
+    if max(raw[0 :: width + 1]) > 4:
+        raise PluginError(f"The mask PNG from {url} uses an unknown row filter: it is malformed. {fix_version}")
+    return info
+
+
+def check_layer_size(width: int, height: int) -> None:
+    """Refuse layers the server would refuse anyway, before spending time encoding them."""
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise PluginError(
+            f"The layer is {width}x{height} pixels; the server needs at least {MIN_SIDE}x{MIN_SIDE}. "
+            "Fix: select a bigger layer (Layer > Layer to Image Size helps for tiny layers)."
+        )
+    if width * height > MAX_PIXELS:
+        raise PluginError(
+            f"The layer is {width}x{height} ({width * height / 1e6:.0f} megapixels); the server accepts at "
+            f"most {MAX_PIXELS / 1e6:.0f} megapixels. Fix: scale the image down (Image > Scale Image)."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings, key, request
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how to ask for a mask; ``key`` is already resolved (typed or read from the key file)."""
+
+    url: str = DEFAULT_URL
+    model: str = DEFAULT_MODEL
+    key: str = ""
+    timeout: float = 120.0
+
+
+def predictions_url(base_url: str, model: str) -> str:
+    """``http://host:port`` + model -> the inference URL; a full ``.../predictions/NAME`` URL is kept as is.
+
+    Accepting the full URL too spares users who paste the address from docs/API.md.
+    """
+    base = (base_url or "").strip()
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise PluginError(
+            f"Server URL {base!r} is not an http:// or https:// address. "
+            f"Fix: enter the server's inference address, e.g. {DEFAULT_URL}."
+        )
+    model = (model or "").strip()
+    if "/predictions/" in parts.path:
+        return base
+    if not model:
+        raise PluginError(f"Model name is empty. Fix: enter the served model's name (default {DEFAULT_MODEL}).")
+    return base.rstrip("/") + "/predictions/" + urllib.parse.quote(model, safe="")
+
+
+def read_key_file(path: str) -> str:
+    """Return the ``"inference"."key"`` of a TorchServe ``key_file.json``."""
+    where = (
+        "TorchServe writes key_file.json into the folder it was started from (serve/key_file.json "
+        "for `make serve`) and rewrites it when it restarts"
+    )
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise PluginError(
+            f"The key file {path} does not exist. Fix: point Key file at the server's key_file.json ({where}), "
+            "or type the inference key instead."
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PluginError(
+            f"The key file {path} cannot be read as JSON ({exc}). Fix: point Key file at TorchServe's "
+            f"key_file.json ({where})."
+        ) from None
+    key = doc.get("inference", {}).get("key") if isinstance(doc, dict) else None
+    if not isinstance(key, str) or not key.strip():
+        raise PluginError(
+            f'The key file {path} has no "inference" -> "key" entry. Fix: point Key file at TorchServe\'s '
+            f"key_file.json ({where})."
+        )
+    return key.strip()
+
+
+def resolve_key(typed_key: str, key_file: str | None) -> str:
+    """The typed key wins; else the key file's inference key; else no key (a server without token auth)."""
+    typed_key = (typed_key or "").strip()
+    if typed_key:
+        return typed_key
+    if key_file:
+        return read_key_file(key_file)
+    return ""
+
+
+def build_mask_request(settings: ServerSettings, png: bytes) -> urllib.request.Request:
+    """The ``mode=mask`` request of docs/API.md as a raw PNG body with ``X-`` option headers.
+
+    A raw body is simpler and cheaper than multipart for a single image; ``Content-Type`` is
+    mandatory because TorchServe treats a body without one as a form and fails.
+    """
+    headers = {"Content-Type": "image/png", "X-Mode": "mask", "Accept": "image/png, application/json"}
+    if settings.key:
+        headers["Authorization"] = "Bearer " + settings.key
+    return urllib.request.Request(
+        predictions_url(settings.url, settings.model), data=png, headers=headers, method="POST"
+    )
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    """(error type, message) of a JSON error body: ours ``{"error"}`` or TorchServe's ``{"type", "message"}``."""
+    text = body.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "", _short(text)
+    if not isinstance(doc, dict):
+        return "", _short(text)
+    kind = str(doc.get("type") or "")
+    msg = doc.get("error") or doc.get("message") or doc.get("detail") or text
+    return kind, _short(str(msg))
+
+
+def explain_http_error(status: int, body: bytes, settings: ServerSettings) -> str:
+    """Turn a non-2xx answer into a message with cause and fix."""
+    kind, msg = _error_fields(body)
+    url = predictions_url(settings.url, settings.model)
+    said = f"{status} {kind + ': ' if kind else ''}{msg}".strip()
+    key_words = ("invalidkey", "token", "authoriz", "unauthori")
+    if status in (400, 401, 403) and any(w in (kind + " " + msg).lower() for w in key_words):
+        if not settings.key:
+            return (
+                f"The server requires an inference key and none was given ({said}). Fix: type the "
+                '"inference" key from TorchServe\'s key_file.json (serve/key_file.json for `make serve`) into '
+                "Inference key, or point Key file at that file."
+            )
+        return (
+            f"The server rejected the inference key ({said}). Fix: copy the current \"inference\" key from "
+            "the server's key_file.json (serve/key_file.json for `make serve`) into Inference key, or point "
+            "Key file at that file; keys change on every server restart and expire after a while."
+        )
+    if status == 404:
+        return (
+            f"The server at {settings.url} has no model {settings.model!r} ({said}). Fix: set Model name to "
+            f"the served model (default {DEFAULT_MODEL}) and check that Server URL is TorchServe's inference "
+            "address (port 8080 by default), then that the model is registered (`make serve`)."
+        )
+    if status == 405:
+        return (
+            f"{url} does not accept predictions ({said}). Fix: Server URL must be TorchServe's inference "
+            "address (port 8080 by default), not the management (8081) or metrics (8082) port."
+        )
+    if status == 413:
+        return (
+            f"The layer is too large for the server ({said}). Fix: scale the image down (Image > Scale "
+            "Image), or raise max_request_size in the server's config.properties."
+        )
+    if 400 <= status < 500:
+        return (
+            f"The server refused the request ({said}). Fix: check the message above; if the layer is a "
+            "normal photo, make sure server and plug-in come from the same release."
+        )
+    if status == 507:
+        return f"The server ran out of memory ({said}). Fix: scale the image down or give the server more memory."
+    if status in (502, 503, 504):
+        return (
+            f"The server could not answer ({said}): the model worker failed or is still starting. Fix: wait "
+            "a few seconds and retry; if it persists, read the server log (serve/logs/model_log.log)."
+        )
+    return f"The server failed ({said}). Fix: read the server log (serve/logs/model_log.log) and retry."
+
+
+def explain_url_error(exc: BaseException, settings: ServerSettings) -> str:
+    """Turn a connection-level failure (no HTTP status) into a message with cause and fix."""
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    url = settings.url
+    if isinstance(reason, ConnectionRefusedError):
+        return (
+            f"Cannot reach the Replace Background server at {url}: connection refused (no server is "
+            f"listening there). Fix: {_START_HINT}, or correct Server URL."
+        )
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return timeout_message(settings)
+    if isinstance(reason, socket.gaierror):
+        return f"Cannot find the host in Server URL {url} ({reason}). Fix: use {DEFAULT_URL} for a local server."
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed for {url} ({reason}). Fix: use http:// for a local server, or fix its certificate."
+    if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, HTTPException)):
+        return (
+            f"The server at {url} closed the connection without an answer ({type(reason).__name__}: {reason}). "
+            "Fix: check that it is this project's TorchServe and read its log (serve/logs/); very large "
+            "layers may exceed its max_request_size."
+        )
+    return f"Cannot reach the Replace Background server at {url} ({reason}). Fix: {_START_HINT} and check Server URL."
+
+
+def timeout_message(settings: ServerSettings) -> str:
+    """The one message for 'no answer in time', whichever layer noticed it."""
+    return (
+        f"The server at {settings.url} did not answer within {settings.timeout:g} s. Fix: raise Timeout, "
+        "or check that the server is running and not overloaded (the first request after a start is slower)."
+    )
+
+
+def request_mask(settings: ServerSettings, png: bytes) -> bytes:
+    """POST the PNG and return the answer body, or raise ``PluginError`` with cause and fix.
+
+    Proxies from the environment are deliberately ignored: the photo goes to the server the user
+    named and nowhere else (and an ``http_proxy`` would break a 127.0.0.1 server anyway).
+    """
+    request = build_mask_request(settings, png)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=settings.timeout) as resp:
+            body = resp.read()
+            ctype = resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        try:
+            err_body = exc.read(_ERROR_BODY_LIMIT)
+        except (OSError, HTTPException):
+            err_body = b""
+        raise PluginError(explain_http_error(exc.code, err_body, settings)) from None
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        raise PluginError(explain_url_error(exc, settings)) from None
+    if not body.startswith(PNG_SIGNATURE):
+        raise PluginError(
+            f"The server at {settings.url} answered {ctype or 'without a Content-Type'} instead of a PNG mask "
+            f"({_short(body[:200].decode('utf-8', 'replace')) or 'empty body'!r}). Fix: check that Server URL "
+            "is this project's TorchServe inference address (port 8080 by default)."
+        )
+    return body
+
+
+T = TypeVar("T")
+
+
+def run_with_deadline(
+    work: Callable[[], T], timeout: float, tick: Callable[[], None], on_timeout: Callable[[], str], period: float = 0.1
+) -> T:
+    """Run ``work`` in a worker thread, calling ``tick`` (GIMP's progress pulse) until it ends.
+
+    Why a thread: urllib's timeout is per socket operation, so a server that trickles bytes could
+    hold GIMP far longer than the user's Timeout; and a blocked call cannot move the progress bar.
+    On overrun the (daemon) thread is abandoned and ``PluginError(on_timeout())`` is raised.
+    """
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="replace-background-request", daemon=True)
+    deadline = time.monotonic() + timeout
+    worker.start()
+    while worker.is_alive():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PluginError(on_timeout())
+        worker.join(min(period, left))
+        if worker.is_alive():
+            tick()
+    if failure:
+        raise failure[0]
+    return result[0]

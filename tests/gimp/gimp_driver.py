@@ -1,0 +1,217 @@
+# Batch driver executed INSIDE GIMP 3 by the python-fu-eval interpreter (in the GIMP root):
+#   gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \
+#       -b 'exec(open("/rbjob/gimp_driver.py").read())' --quit
+# It reads the job file named by $RB_JOB (JSON, written by gimp_harness.py), and for each case:
+# loads the photo, prepares the layer (crop/offset, greyscale, precision, alpha, old mask,
+# selection), records the image state, calls python-fu-replace-background NON-INTERACTIVELY
+# through the PDB, records the state again, dumps the layer mask as raw bytes and exports the
+# composite as PNG. Results go to $RB_JOB's folder as results.json after every case, so a crash
+# still leaves the finished cases behind. It raises (never sys.exit) only for a broken harness.
+"""GIMP-side test driver for the Replace Background plug-in (runs in GIMP's Python)."""
+
+import hashlib
+import json
+import os
+import time
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+
+PROC = "python-fu-replace-background"
+JOB = os.environ.get("RB_JOB", "/rbjob/job.json")
+OUT_DIR = os.path.dirname(JOB)
+
+
+def pixels(drawable, fmt="R'G'B'A u8"):
+    """All pixels of a drawable, in its own coordinates."""
+    w, h = drawable.get_width(), drawable.get_height()
+    rect = Gegl.Rectangle.new(0, 0, w, h)
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+
+
+def digest(data):
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def describe_layers(container_layers):
+    """Everything a user could see or a script could read about the layers, recursively."""
+    out = []
+    for layer in container_layers:
+        entry = {
+            "id": layer.get_id(),
+            "name": layer.get_name(),
+            "offsets": list(layer.get_offsets()[1:]),
+            "size": [layer.get_width(), layer.get_height()],
+            "visible": layer.get_visible(),
+            "opacity": round(layer.get_opacity(), 4),
+            "mode": int(layer.get_mode()),
+            "has_alpha": layer.has_alpha(),
+            # float data so higher-precision images are compared exactly, not through 8 bits
+            "pixels": digest(pixels(layer, "R'G'B'A float")),
+            "mask": None,
+        }
+        mask = layer.get_mask()
+        if mask is not None:
+            entry["mask"] = {
+                "pixels": digest(pixels(mask, "Y float")),
+                "apply": layer.get_apply_mask(),
+                "show": layer.get_show_mask(),
+                "edit": layer.get_edit_mask(),
+            }
+        if layer.is_group_layer():
+            entry["children"] = describe_layers(layer.get_children())
+        out.append(entry)
+    return out
+
+
+def describe(image):
+    sel = Gimp.Selection.bounds(image)
+    return {
+        "size": [image.get_width(), image.get_height()],
+        "base_type": int(image.get_base_type()),
+        "precision": int(image.get_precision()),
+        "layers": describe_layers(image.get_layers()),
+        "selected": [lyr.get_id() for lyr in image.get_selected_layers()],
+        "selection": [bool(sel[1]), *sel[2:]],
+        "channels": [c.get_name() for c in image.get_channels()],
+    }
+
+
+PRECISIONS = {
+    "u16-linear": Gimp.Precision.U16_LINEAR,
+    "float-linear": Gimp.Precision.FLOAT_LINEAR,
+    "u16-non-linear": Gimp.Precision.U16_NON_LINEAR,
+    "half-linear": Gimp.Precision.HALF_LINEAR,
+}
+
+
+def prepare(image, setup):
+    """Apply a case's set-up to the freshly loaded image; return the layer to run on."""
+    layer = image.get_layers()[0]
+    if setup.get("scale"):
+        image.scale(*setup["scale"])
+    if setup.get("gray"):
+        image.convert_grayscale()
+    if setup.get("precision"):
+        image.convert_precision(PRECISIONS[setup["precision"]])
+    if setup.get("crop_layer"):
+        x, y, w, h = setup["crop_layer"]
+        layer.resize(w, h, -x, -y)  # keep the region (x, y, w, h) of the layer
+    if setup.get("offsets"):
+        layer.set_offsets(*setup["offsets"])
+    if setup.get("alpha"):
+        layer.add_alpha()
+    if setup.get("old_mask"):
+        mask = layer.create_mask(Gimp.AddMaskType.BLACK)
+        layer.add_mask(mask)
+        w, h = mask.get_width(), mask.get_height()
+        buf = mask.get_buffer()
+        buf.set(Gegl.Rectangle.new(0, 0, w // 2, h), "Y u8", b"\xc8" * ((w // 2) * h))
+        buf.flush()
+    if setup.get("under_layer"):  # a second layer under the photo, to see that it is left alone
+        under = Gimp.Layer.new(image, "under", image.get_width(), image.get_height(),
+                               Gimp.ImageType.RGB_IMAGE if image.get_base_type() == Gimp.ImageBaseType.RGB
+                               else Gimp.ImageType.GRAY_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+        image.insert_layer(under, None, 1)
+        under.fill(Gimp.FillType.WHITE)
+    if setup.get("select"):
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, *setup["select"])
+    image.set_selected_layers([layer])
+    image.clean_all()
+    return layer
+
+
+def set_args(config, image, layer, args):
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for name, value in args.items():
+        if name in ("key-file", "background-image"):
+            value = Gio.File.new_for_path(value) if value else None
+        elif name == "background-color":
+            value = Gegl.Color.new(value)
+        config.set_property(name, value)
+
+
+def run_case(proc, case):
+    name = case["name"]
+    res = {"name": name, "ok": False}
+    image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(case["input"]))
+    try:
+        layer = prepare(image, case.get("setup", {}))
+        res["layer"] = {
+            "id": layer.get_id(),
+            "offsets": list(layer.get_offsets()[1:]),
+            "size": [layer.get_width(), layer.get_height()],
+            "image_size": [image.get_width(), image.get_height()],
+        }
+        # exactly the pixels the plug-in reads and sends, for the test to ask the server itself
+        with open(os.path.join(OUT_DIR, name + ".layer.rgba"), "wb") as fh:
+            fh.write(pixels(layer))
+        res["before"] = describe(image)
+
+        config = proc.create_config()
+        set_args(config, image, layer, case.get("args", {}))
+        t0 = time.monotonic()
+        result = proc.run(config)
+        res["seconds"] = round(time.monotonic() - t0, 3)
+        status = result.index(0)
+        res["status"] = status.value_nick if hasattr(status, "value_nick") else str(status)
+        if status == Gimp.PDBStatusType.SUCCESS:
+            rl, bl = result.index(1), result.index(2)
+            res["result_layer"] = rl.get_id() if rl else None
+            res["background_layer"] = bl.get_id() if bl else None
+            target = rl or layer
+            mask = target.get_mask()
+            if mask is not None:
+                with open(os.path.join(OUT_DIR, name + ".mask.y8"), "wb") as fh:
+                    fh.write(pixels(mask, "Y u8"))
+                res["mask_size"] = [mask.get_width(), mask.get_height()]
+            res["result_offsets"] = list(target.get_offsets()[1:])
+            res["result_size"] = [target.get_width(), target.get_height()]
+            res["result_has_mask"] = mask is not None
+            res["result_pixels"] = digest(pixels(target, "R'G'B'A u8"))
+            out = os.path.join(OUT_DIR, name + ".png")
+            if not Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(out), None):
+                raise RuntimeError("file_save failed for " + out)
+            res["export"] = out
+        else:
+            res["error"] = result.index(1) if result.length() > 1 else None
+        res["after"] = describe(image)
+        res["undo_dirty"] = image.is_dirty()
+        res["ok"] = True
+    except Exception:
+        res["traceback"] = traceback.format_exc()
+    finally:
+        image.delete()
+    return res
+
+
+def main():
+    with open(JOB) as fh:
+        job = json.load(fh)
+    proc = Gimp.get_pdb().lookup_procedure(PROC)
+    results = {"registered": proc is not None, "gimp_version": Gimp.version(), "cases": []}
+    if proc is not None:
+        results["arguments"] = [p.name for p in proc.get_arguments()]
+        results["menu_paths"] = list(proc.get_menu_paths())
+        results["menu_label"] = proc.get_menu_label()
+        results["image_types"] = proc.get_image_types()
+    path = os.path.join(OUT_DIR, "results.json")
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1)
+    if proc is None:
+        return
+    for case in job["cases"]:
+        results["cases"].append(run_case(proc, case))
+        with open(path + ".tmp", "w") as fh:
+            json.dump(results, fh, indent=1)
+        os.replace(path + ".tmp", path)
+    print("DRIVER-DONE", len(results["cases"]), "cases", flush=True)
+
+
+main()

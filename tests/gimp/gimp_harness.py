@@ -1,0 +1,119 @@
+"""Host side of the GIMP tests: find the GIMP 3 root, run a batch of cases in a real GIMP, read results.
+
+A whole batch of cases runs in ONE gimp-console start (about 2 s), against a fresh copy of the
+warmed profile that holds only our plug-in, so a test sees exactly the plug-in in this checkout.
+The GIMP side is ``gimp_driver.py``; both talk through a job folder bind-mounted at /rbjob.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
+CHROOT_RUN = HERE / "gimp-chroot-run.sh"
+DRIVER = HERE / "gimp_driver.py"
+DEFAULT_ROOT = "/var/cache/replace-background/gimp3-root"
+JOB_MOUNT = "/rbjob"  # where the job folder appears inside the root
+PROC_NAME = "python-fu-replace-background"
+
+
+def gimp_root() -> Path:
+    """The cached GIMP 3 root (``GIMP_ROOT`` overrides, as in the Makefile)."""
+    return Path(os.environ.get("GIMP_ROOT", DEFAULT_ROOT))
+
+
+def unavailable_reason(root: Path | None = None) -> str | None:
+    """Why a real GIMP cannot run here, or None when it can."""
+    root = root or gimp_root()
+    if os.name != "posix" or os.geteuid() != 0:
+        return "GIMP 3 tests need root (they chroot into the GIMP 3 root and bind-mount with unshare)"
+    if not (root / "usr/bin/gimp-console-3.0").exists():
+        return f"no GIMP 3 root at {root}: build it with `make gimp-root` (as root, needs network once)"
+    if not (root / ".gimp-root-ok").exists():
+        return f"GIMP 3 root at {root} never passed its smoke test: re-run `make gimp-root`"
+    for tool in ("unshare", "chroot", "mount"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed on this host"
+    return None
+
+
+@dataclass
+class GimpRun:
+    """The outcome of one gimp-console batch: its exit status, log and the driver's results."""
+
+    returncode: int
+    log: str
+    results: dict
+    job_dir: Path
+
+    def case(self, name: str) -> dict:
+        for case in self.results.get("cases", []):
+            if case["name"] == name:
+                if not case.get("ok"):
+                    raise AssertionError(f"GIMP driver crashed in case {name}:\n{case.get('traceback')}")
+                return case
+        raise AssertionError(f"case {name} did not run; GIMP log tail:\n{self.log[-4000:]}")
+
+    def path(self, name: str) -> Path:
+        """Host path of a file the driver wrote (``name`` relative to the job folder)."""
+        return self.job_dir / name
+
+
+def in_job(job_dir: Path, host_file: Path, name: str | None = None) -> str:
+    """Copy a host file into the job folder; return its path as GIMP sees it."""
+    target = job_dir / "files" / (name or host_file.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(host_file, target)
+    return f"{JOB_MOUNT}/files/{target.name}"
+
+
+def _install_plugin(profile: Path) -> None:
+    dest = profile / "plug-ins" / PLUGIN_DIR.name
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(PLUGIN_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    main = dest / f"{PLUGIN_DIR.name}.py"
+    main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def run_gimp(
+    job_dir: Path, cases: list[dict], env: dict[str, str] | None = None, timeout: float = 900, root: Path | None = None
+) -> GimpRun:
+    """Run ``cases`` (see gimp_driver.py) in one headless GIMP; paths in cases are GIMP-side (/rbjob/...)."""
+    root = root or gimp_root()
+    job_dir.mkdir(parents=True, exist_ok=True)
+    profile = job_dir / "profile"
+    warm = root / "root/.config/GIMP/3.0"
+    if not profile.exists():
+        if warm.is_dir():
+            shutil.copytree(warm, profile, symlinks=True)
+        else:
+            profile.mkdir()
+    _install_plugin(profile)
+    shutil.copyfile(DRIVER, job_dir / "gimp_driver.py")
+    (job_dir / "job.json").write_text(json.dumps({"cases": cases}, indent=1))
+    results_file = job_dir / "results.json"
+    results_file.unlink(missing_ok=True)
+    cmd = ["bash", str(CHROOT_RUN), str(root), "-b", f"{job_dir}:{JOB_MOUNT}",
+           "-e", f"GIMP3_DIRECTORY={JOB_MOUNT}/profile", "-e", f"RB_JOB={JOB_MOUNT}/job.json"]
+    for key, value in (env or {}).items():
+        cmd += ["-e", f"{key}={value}"]
+    cmd += ["--", "gimp-console-3.0", "-i", "-d", "-f", "--batch-interpreter=python-fu-eval",
+            "-b", f'exec(open("{JOB_MOUNT}/gimp_driver.py").read())', "--quit"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, errors="replace")
+        rc, log = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"") + (exc.stderr or b"")
+        rc, log = -1, (out.decode(errors="replace") if isinstance(out, bytes) else out) + "\n[harness] TIMEOUT"
+    (job_dir / "gimp.log").write_text(log)
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    return GimpRun(rc, log, results, job_dir)
