@@ -41,8 +41,8 @@ def boundary(mask: torch.Tensor) -> torch.Tensor:
 def boundary_f(pred: torch.Tensor, truth: torch.Tensor, tolerance: float = 0.0075) -> float:
     pb, tb = boundary(pred), boundary(truth)
     n_p, n_t = pb.sum().item(), tb.sum().item()
-    if n_p == 0 and n_t == 0:
-        return 1.0
+    if n_p == 0 and n_t == 0:  # both empty or both full frame: no contour to compare
+        return 1.0 if pred.bool().any() == truth.bool().any() else 0.0
     if n_p == 0 or n_t == 0:
         return 0.0
     r = max(1, math.ceil(tolerance * math.hypot(*truth.shape)))

@@ -1,0 +1,62 @@
+"""Losses and metrics on cases small enough to compute by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.losses import BCEDiceLoss, DiceLoss, make_loss
+from training.metrics import boundary, boundary_f, dice, iou, mean_metrics
+
+
+def test_iou_and_dice_by_hand() -> None:
+    pred = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    truth = torch.tensor([[0, 1, 1, 0]], dtype=torch.bool)
+    assert iou(pred, truth) == pytest.approx(1 / 3)
+    assert dice(pred, truth) == pytest.approx(2 * 1 / 4)
+
+
+def test_empty_masks_are_perfect() -> None:
+    empty = torch.zeros(5, 5, dtype=torch.bool)
+    assert iou(empty, empty) == 1.0 and dice(empty, empty) == 1.0 and boundary_f(empty, empty) == 1.0
+    assert boundary_f(empty, torch.ones(5, 5, dtype=torch.bool)) == 0.0
+
+
+def test_dice_loss_by_hand() -> None:
+    big = 50.0
+    logits = torch.tensor([[[[big, big, -big, -big]]]])
+    target = torch.tensor([[[[1.0, 0.0, 1.0, 0.0]]]])
+    # prob = [1,1,0,0]: intersection 1, sums 2 + 2 -> dice (2*1+1)/(4+1) = 0.6
+    assert DiceLoss()(logits, target).item() == pytest.approx(0.4, abs=1e-5)
+    assert DiceLoss()(logits, (logits > 0).float()).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_bce_dice_adds_bce() -> None:
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.ones(1, 1, 2, 2)
+    expected = torch.log(torch.tensor(2.0)).item() + DiceLoss()(logits, target).item()
+    assert BCEDiceLoss()(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("focal")
+
+
+def test_boundary_is_inner_contour() -> None:
+    m = torch.zeros(6, 6, dtype=torch.bool)
+    m[1:5, 1:5] = True
+    b = boundary(m)
+    assert b.sum().item() == 12  # 4x4 square: 16 pixels, 4 interior
+    assert not b[2:4, 2:4].any()
+
+
+def test_boundary_f_tolerates_small_shift_only() -> None:
+    truth = torch.zeros(200, 200, dtype=torch.bool)
+    truth[50:150, 50:150] = True
+    near = torch.roll(truth, 1, dims=1)  # 1 px off, within 0.75% of the diagonal (~2 px)
+    far = torch.roll(truth, 12, dims=1)
+    assert boundary_f(near, truth) == 1.0
+    assert boundary_f(far, truth) < 0.6
+
+
+def test_mean_metrics() -> None:
+    rows = [{"iou": 1.0, "dice": 1.0, "boundary_f": 0.5}, {"iou": 0.5, "dice": 0.0, "boundary_f": 0.5}]
+    assert mean_metrics(rows) == {"iou": 0.75, "dice": 0.5, "boundary_f": 0.5, "count": 2}

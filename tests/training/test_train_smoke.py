@@ -1,0 +1,143 @@
+"""Real (tiny) training runs: checkpoints, preview, metrics, resume, Ctrl-C, evaluate, torchrun, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from segmenter import checkpoint
+from tests.training.conftest import TINY_ARGS
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = [sys.executable, str(REPO / "training" / "train.py")]
+
+
+def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600, **kw)
+
+
+def test_one_epoch_writes_everything_then_resume_continues(tiny_dataset: Path, tmp_path: Path) -> None:
+    out, store = tmp_path / "run", tmp_path / "store"
+    proc = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--out", str(out), "--model-store", str(store)])
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/1" in proc.stderr and "val IoU" in proc.stderr
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "preview_001.png"):
+        assert (out / name).is_file(), name
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["epoch"] == 1 and 0.0 <= row["val_iou"] <= 1.0 and row["train_loss"] > 0
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1
+    assert (store / "person_segmenter.mar").is_file()
+
+    proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--data", str(tiny_dataset), *TINY_ARGS,
+                 "--epochs", "2", "--no-export"])
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from" in proc.stderr and "epoch 2/2" in proc.stderr
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    assert checkpoint.load(out / "last.pt")["epoch"] == 2
+
+
+def test_bad_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
+    proc = _run([*TRAIN, "--data", str(tmp_path / "missing"), *TINY_ARGS])
+    assert proc.returncode == 2
+    assert "missing" in proc.stderr and "Images/" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
+    from tests.training.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "big", count=200, size=(96, 80))
+    out = tmp_path / "run"
+    args = [*TRAIN, "--data", str(data), *TINY_ARGS, "--epochs", "50", "--batch-size", "1", "--out", str(out),
+            "--no-export"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "epoch 1/50" in line or time.monotonic() > deadline:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    state = checkpoint.load(out / "last.pt")
+    assert state["interrupted"] is True and state["epoch"] == 0
+    proc2 = _run([*TRAIN, "--resume", str(out / "last.pt"), "--data", str(tiny_dataset), *TINY_ARGS, "--no-export"])
+    assert proc2.returncode == 0, proc2.stderr
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1
+
+
+@pytest.fixture
+def trained(tiny_dataset: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    proc = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--out", str(out), "--no-export"])
+    assert proc.returncode == 0, proc.stderr
+    return out / "best.pt"
+
+
+def test_evaluate_json(trained: Path, tiny_dataset: Path) -> None:
+    proc = _run([sys.executable, str(REPO / "training" / "evaluate.py"), "--data", str(tiny_dataset),
+                 "--checkpoint", str(trained), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert 0.0 <= result["mean_iou"] <= 1.0
+    assert result["count"] == 12
+    assert result["per_dataset"][str(tiny_dataset)]["count"] == 12
+    assert str(trained) in proc.stderr  # says which model it used
+
+
+def test_predict_writes_mask_and_composite(trained: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    photo = tiny_dataset / "Images" / "s000.jpg"
+    out = tmp_path / "pred"
+    cmd = [sys.executable, str(REPO / "training" / "predict.py"), str(photo), "--out", str(out),
+           "--checkpoint", str(trained), "--background", "#00ff00"]
+    assert _run(cmd).returncode == 0
+    from PIL import Image
+
+    with Image.open(out / "s000_mask.png") as mask, Image.open(out / "s000_composite.png") as comp:
+        assert mask.mode == "L" and mask.size == comp.size == (72, 56)
+    again = _run(cmd)
+    assert again.returncode == 1 and "--overwrite" in again.stderr  # never overwrites silently
+
+
+def test_export_archive_contains_model_and_handler(trained: Path, tmp_path: Path) -> None:
+    proc = _run([sys.executable, str(REPO / "training" / "export.py"), "--checkpoint", str(trained),
+                 "--model-store", str(tmp_path), "--name", "tiny"])
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(tmp_path / "tiny.mar") as mar:
+        names = set(mar.namelist())
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+        weights = mar.read("weights.pt")
+    assert {"weights.pt", "person_handler.py", "model-config.yaml", "segmenter/model.py",
+            "segmenter/inference.py"} <= names
+    assert manifest["model"]["handler"] == "person_handler.py"
+    assert manifest["model"]["modelName"] == "tiny"
+    assert b"optimizer" not in weights  # only weights and config travel
+    assert (REPO / "segmenter" / "model.py").read_bytes() == zipfile.ZipFile(tmp_path / "tiny.mar").read(
+        "segmenter/model.py")
+
+
+def test_torchrun_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip(f"torchrun not found beside {sys.executable}")
+    out = tmp_path / "ddp"
+    proc = _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "training" / "train.py"),
+                 "--data", str(tiny_dataset), *TINY_ARGS, "--out", str(out), "--no-export"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x 2 process(es)" in proc.stderr
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # only rank 0 writes
