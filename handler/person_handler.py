@@ -1,38 +1,179 @@
-"""TorchServe handler (minimal first version: mask mode only; see docs/API.md for the full contract)."""
+"""TorchServe handler: person mask, cut-out or new-background composite at the photo's resolution.
+
+The contract is docs/API.md. Each request of a batch is parsed and decoded on its own; one that
+fails gets its own 4xx status and a JSON ``{"error": ...}`` body through
+``context.set_response_status(code, reason, idx)`` while the rest of the batch is served. Raising
+would fail the whole batch (TorchServe answers every request of it with the same error), so
+only a failure of the model itself is allowed to propagate.
+
+The archive ships the ``segmenter`` package next to this file, so decoding, pre-processing,
+upsampling and compositing are the exact code training and evaluation use.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+from typing import Any
 
 import torch
+from PIL import Image
 from ts.torch_handler.base_handler import BaseHandler
 
 _here = os.path.dirname(os.path.abspath(__file__))
-if _here not in sys.path:
-    sys.path.insert(0, _here)
+_root = os.path.dirname(_here)
+for _p in (_root, _here):  # repo checkout: packages live in the parent; archive: next to this file
+    if os.path.isdir(os.path.join(_p, "segmenter")) and _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from segmenter import checkpoint  # noqa: E402
-from segmenter.imaging import decode_image, encode_png  # noqa: E402
-from segmenter.inference import Segmenter  # noqa: E402
+from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
+from segmenter import checkpoint, imaging  # noqa: E402
+from segmenter.inference import Segmenter, to_uint8  # noqa: E402
+from segmenter.refine import upsample  # noqa: E402
+
+logger = logging.getLogger(__name__)
+WEIGHTS_NAME = "weights.pt"
+THREADS_ENV = "SEGMENTER_TORCH_THREADS"
+
+
+def torch_threads(cpus: int, workers: int) -> int:
+    """Intra-op threads per worker: the cores shared out, never fewer than one.
+
+    TorchServe sets no thread count, and torch's default (all cores) in every worker
+    oversubscribes a small machine: two workers at two threads on two cores went erratic.
+    """
+    return max(1, cpus // max(1, workers))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _configure_threads(model_yaml: dict[str, Any]) -> int:
+    forced = os.environ.get(THREADS_ENV)
+    workers = int(model_yaml.get("maxWorkers") or model_yaml.get("minWorkers") or 1)
+    n = int(forced) if forced else torch_threads(_cpu_count(), workers)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)  # one request at a time per worker: no use for more
+    except RuntimeError:  # already set, or parallel work already started (tests)
+        pass
+    return n
+
+
+def _header_getter(context: Any, idx: int):
+    """Case-insensitive request-header lookup for request ``idx``; returns str or None.
+
+    The values include the client's Authorization header: never log what this returns wholesale.
+    """
+    def get(name: str) -> str | None:
+        value = context.get_request_header(idx, name)
+        if value is None:
+            try:
+                headers = context.get_all_request_header(idx) or {}
+            except (AttributeError, IndexError, TypeError):
+                headers = {}
+            lowered = name.lower()
+            value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == lowered), None)
+        return value if isinstance(value, str) else None
+    return get
 
 
 class PersonSegmenterHandler(BaseHandler):
-    def initialize(self, context) -> None:
-        model_dir = context.system_properties["model_dir"]
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-        model, config = checkpoint.load_model(os.path.join(model_dir, "weights.pt"))
-        self.segmenter = Segmenter(model, config["image_size"], "cpu")
+    """Serves ``mask``, ``cutout`` and ``composite`` (see docs/API.md)."""
+
+    def initialize(self, context: Any) -> None:
+        """Load ``weights.pt`` from the unpacked archive (weights_only, no pickled code)."""
         self.context = context
+        model_yaml = getattr(context, "model_yaml_config", None) or {}
+        threads = _configure_threads(model_yaml)
+        gpu_id = context.system_properties.get("gpu_id")
+        device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
+        model, config = checkpoint.load_model(os.path.join(context.system_properties["model_dir"], WEIGHTS_NAME))
+        self.segmenter = Segmenter(model, config.get("image_size", 256), device)
         self.initialized = True
+        logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s",
+                    device, self.segmenter.image_size, threads, self.segmenter.amp)
 
-    def preprocess(self, data):
-        return [decode_image(row.get("data") or row.get("body") or row.get("image") or b"") for row in data]
+    def preprocess(self, data: list[Any]) -> list[Job | Failure]:
+        """Parse and decode every request; a bad one becomes a ``Failure`` for its index only."""
+        jobs: list[Job | Failure] = []
+        for idx, row in enumerate(data):
+            try:
+                req = parse_request(row, _header_getter(self.context, idx))
+                image = imaging.decode_image(req.image)
+                background = None
+                if req.background_image is not None:
+                    background = imaging.decode_image(req.background_image, what="background image")
+                jobs.append(Job(image, req.options, background))
+            except (RequestError, imaging.ImageError) as exc:
+                jobs.append(Failure(exc.status, str(exc)))
+            except MemoryError:
+                jobs.append(Failure(507, "not enough memory to decode this image"))
+        return jobs
 
-    def inference(self, data, *args, **kwargs):
-        return self.segmenter.predict(data)
+    def inference(self, jobs: list[Job | Failure], *args: Any, **kwargs: Any) -> list[Job | Failure]:
+        """One forward pass for all decoded photos, then each mask upsampled with its own method.
 
-    def postprocess(self, data):
-        for i in range(len(data)):
-            self.context.set_response_content_type(i, "image/png")
-        return [encode_png(m) for m in data]
+        This is ``Segmenter.predict`` with a per-request ``refine``; the tests check the served
+        mask equals ``Segmenter.predict``'s.
+        """
+        todo = [j for j in jobs if isinstance(j, Job)]
+        if todo:
+            with torch.inference_mode():
+                probs = self.segmenter.predict_lowres([j.image for j in todo])
+                for job, prob in zip(todo, probs, strict=True):
+                    job.mask = to_uint8(upsample(prob, job.image, job.options.refine))
+        return jobs
+
+    def postprocess(self, jobs: list[Job | Failure]) -> list[bytes]:
+        """Encode each answer and set its content type, status and headers."""
+        out = []
+        for idx, job in enumerate(jobs):
+            # How many requests shared this forward pass: lets clients and tests see batching work.
+            self.context.set_response_header(idx, "X-Batch-Size", str(len(jobs)))
+            if isinstance(job, Job):
+                try:
+                    body = render(job)
+                    self.context.set_response_content_type(idx, job.options.content_type)
+                    self.context.set_response_header(idx, "X-Image-Size", f"{job.image.width}x{job.image.height}")
+                    out.append(body)
+                    continue
+                except MemoryError:
+                    job = Failure(507, "not enough memory to render this result")
+                except Exception:  # a bug must not take the rest of the batch down
+                    logger.exception("rendering request %d failed", idx)
+                    job = Failure(500, "internal error while rendering the result (see the server log)")
+            out.append(self._error(idx, job))
+        return out
+
+    def _error(self, idx: int, failure: Failure) -> bytes:
+        self.context.set_response_status(failure.status, failure.message, idx)
+        self.context.set_response_content_type(idx, "application/json")
+        return json.dumps({"error": failure.message}).encode("utf-8")
+
+
+def render(job: Job) -> bytes:
+    """The encoded answer for a job whose mask is computed."""
+    opts, image, mask = job.options, job.image, job.mask
+    assert mask is not None
+    if opts.mode == "mask":
+        return imaging.encode_png(mask)
+    if opts.mode == "cutout" or opts.background == "transparent":
+        return imaging.encode_png(imaging.cutout(image, mask))
+    if opts.background == "image":
+        assert job.background is not None
+        background: Image.Image | tuple[int, int, int] = imaging.cover(job.background, image.size)
+    elif opts.background == "blur":
+        background = imaging.blurred(image, opts.blur_radius)
+    else:
+        background = opts.background  # an RGB tuple
+    result = imaging.composite(image, mask, background)
+    if opts.format == "jpeg":
+        return imaging.encode_jpeg(result, quality=opts.quality)
+    return imaging.encode_png(result)

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 HANDLER_ENTRY = REPO / "handler" / "person_handler.py"
 PACKAGES = ("segmenter", "handler")
 WEIGHTS_NAME = "weights.pt"
+# Not needed inside a worker: weights travel as weights.pt; the client and the server control run outside.
+ARCHIVE_EXCLUDES = ("__pycache__", "*.pyc", "weights", "client.py", "serve.py")
 
 # TorchServe per-model settings. One worker with all cores beats several oversubscribed ones on
 # a small CPU (see docs/SERVING.md); batching waits at most 20 ms for company.
@@ -46,7 +48,7 @@ def _model_config_yaml(settings: dict) -> str:
 
 def _copy_package(name: str, dst: Path) -> None:
     shutil.copytree(REPO / name, dst / name,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "weights", "client.py"))
+                    ignore=shutil.ignore_patterns(*ARCHIVE_EXCLUDES))
 
 
 def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO / "model_store",

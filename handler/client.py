@@ -1,0 +1,266 @@
+"""Replace the background of many photos through a running server (``make serve``).
+
+    python -m handler.client photos/ --out done/                       # white background, PNG
+    python -m handler.client a.jpg b.jpg --background beach.jpg --format jpeg --out done/
+    python -m handler.client photos/ --mode cutout --out cutouts/      # transparent PNGs
+    python -m handler.client photos/ --background blur --out blurred/
+
+Each input is sent as a multipart request (docs/API.md); results go to ``--out`` as
+``<name>.png`` or ``<name>.jpg``. An existing file is never overwritten unless ``--overwrite``
+is given. One failing photo is reported and the others go on; the exit status is 1 if any
+failed. The inference key comes from ``--key`` or the server's key file (``serve/key_file.json``).
+``Client`` is the library half: tests and benchmarks use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_MODEL = "person_segmenter"
+DEFAULT_KEY_FILE = REPO / "serve" / "key_file.json"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class ClientError(RuntimeError):
+    """A request that failed; ``status`` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Result:
+    """A successful answer: the encoded image and its content type."""
+
+    content: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def extension(self) -> str:
+        return ".jpg" if self.content_type == "image/jpeg" else ".png"
+
+
+def _error_message(r: requests.Response) -> str:
+    """The handler's ``{"error"}`` or TorchServe's ``{"message"}``, else the raw text."""
+    try:
+        body = r.json()
+        text = body.get("error") or body.get("message") or json.dumps(body)
+    except ValueError:
+        text = r.text.strip()[:300] or r.reason
+    return f"HTTP {r.status_code}: {text}"
+
+
+class Client:
+    """Talks to ``/predictions/<model>``; thread-safe (one ``requests.Session`` per thread)."""
+
+    def __init__(self, url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, key: str | None = None,
+                 key_file: str | Path | None = DEFAULT_KEY_FILE, timeout: float = 300.0) -> None:
+        self.url = url.rstrip("/")
+        self.model = model
+        self.key_file = Path(key_file) if key_file else None
+        self._key = key
+        self.timeout = timeout
+        self._local = threading.local()
+
+    @property
+    def predictions_url(self) -> str:
+        return f"{self.url}/predictions/{self.model}"
+
+    def key(self, reload: bool = False) -> str | None:
+        """The inference key: ``--key`` if given, else read from the key file (reread on demand)."""
+        if self._key is not None and not (reload and self.key_file):
+            return self._key
+        if self.key_file is None:
+            return None
+        try:
+            self._key = json.loads(self.key_file.read_text())["inference"]["key"]
+        except FileNotFoundError:
+            raise ClientError(f"key file {self.key_file} not found: is the server running (`make serve`)? "
+                              "Or pass --key") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClientError(f"cannot read the inference key from {self.key_file}: {exc}") from None
+        return self._key
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def process(self, image: bytes | str | Path, *, mode: str = "composite", background: str | None = None,
+                background_image: bytes | str | Path | None = None, format: str | None = None,
+                refine: str | None = None, blur_radius: float | None = None,
+                quality: int | None = None) -> Result:
+        """Send one photo; return the result or raise ``ClientError`` with the server's message."""
+        data = {"mode": mode, "background": background, "format": format, "refine": refine,
+                "blur_radius": None if blur_radius is None else str(blur_radius),
+                "quality": None if quality is None else str(quality)}
+        files = {"image": _file_part(image, "image")}
+        if background_image is not None:
+            files["background"] = _file_part(background_image, "background")
+        fields = {k: v for k, v in data.items() if v is not None}
+        for attempt in (0, 1):
+            key = self.key(reload=attempt == 1)
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            try:
+                r = self._session().post(self.predictions_url, files=files, data=fields, headers=headers,
+                                         timeout=self.timeout)
+            except requests.ConnectionError:
+                raise ClientError(f"cannot connect to {self.url}: is the server running (`make serve`)?") from None
+            except requests.Timeout:
+                raise ClientError(f"no answer from {self.url} within {self.timeout:.0f} s") from None
+            if r.status_code == 200:
+                return Result(r.content, r.headers.get("Content-Type", ""), dict(r.headers))
+            if "InvalidKeyException" in r.text and attempt == 0 and self.key_file is not None:
+                continue  # the key may have been rotated since we read it: reread once
+            message = _error_message(r)
+            if "InvalidKeyException" in r.text:
+                message += ("\n  the inference key is wrong or expired (keys last 60 minutes): "
+                            "run `python -m handler.serve rotate-key` or pass the right --key")
+            raise ClientError(message, r.status_code)
+        raise AssertionError("unreachable")
+
+
+def _file_part(source: bytes | str | Path, name: str) -> tuple[str, bytes, str]:
+    if isinstance(source, (bytes, bytearray)):
+        return (name, bytes(source), "application/octet-stream")
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ClientError(f"{path}: cannot read: {exc.strerror}") from None
+    return (path.name, data, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+
+def find_images(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given; folders expanded (sorted, not recursive) to their image files."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def replace_backgrounds(client: Client, inputs: Sequence[Path], out_dir: Path, *, overwrite: bool = False,
+                        jobs: int = 2, log=print, **options) -> Summary:
+    """Process ``inputs`` into ``out_dir``; per-file errors are collected, never raised.
+
+    The output extension follows the request (``.jpg`` for ``format=jpeg``) so a name can be
+    checked for collisions before any upload.
+    """
+    ext = ".jpg" if options.get("format") == "jpeg" else ".png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    planned: dict[Path, Path] = {}
+    todo: list[tuple[Path, Path]] = []
+    for src in inputs:
+        dst = out_dir / f"{src.stem}{ext}"
+        if dst in planned:
+            summary.failed.append((src, f"same output name as {planned[dst]} ({dst}); rename one of them"))
+        elif dst.exists() and not overwrite:
+            summary.skipped.append(src)
+            log(f"skip   {src}: {dst} exists (use --overwrite)")
+        else:
+            planned[dst] = src
+            todo.append((src, dst))
+    lock = threading.Lock()
+    count = [0]
+
+    def work(item: tuple[Path, Path]) -> None:
+        src, dst = item
+        t0 = time.monotonic()
+        error = None
+        try:
+            result = client.process(src, **options)
+            tmp = dst.with_name(f".{dst.name}.part")  # never leave half a file under the real name
+            tmp.write_bytes(result.content)
+            tmp.replace(dst)
+        except (ClientError, OSError) as exc:
+            error = str(exc)
+        with lock:
+            count[0] += 1
+            if error is None:
+                summary.done.append(src)
+                log(f"[{count[0]}/{len(todo)}] {src} -> {dst} ({time.monotonic() - t0:.1f} s)")
+            else:
+                summary.failed.append((src, error))
+                log(f"[{count[0]}/{len(todo)}] {src} FAILED: {error}")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(work, todo))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    p.add_argument("--mode", default="composite", choices=["composite", "cutout", "mask"])
+    p.add_argument("--background", default=None,
+                   help="#RRGGBB, blur, transparent, or an image file to put behind the person (default white)")
+    p.add_argument("--format", choices=["png", "jpeg"], help="output format (jpeg only for composites)")
+    p.add_argument("--refine", choices=["guided", "bilinear"], help="edge refinement (default guided)")
+    p.add_argument("--blur-radius", type=float, help="background blur radius in pixels")
+    p.add_argument("--quality", type=int, help="JPEG quality 1-100")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"inference address (default {DEFAULT_URL})")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--key", help="inference key (default: read from --key-file)")
+    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
+    p.add_argument("--jobs", type=int, default=2, help="requests in flight (default 2)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    args = p.parse_args(argv)
+
+    options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
+               "quality": args.quality}
+    if args.background and Path(args.background).is_file():
+        options["background_image"] = Path(args.background)
+    else:
+        options["background"] = args.background
+    inputs = list(find_images(args.inputs))
+    missing = [str(x) for x in inputs if not x.is_file()]
+    if missing:
+        print(f"client: error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print("client: error: no images found in the given folders", file=sys.stderr)
+        return 2
+    client = Client(args.url, args.model, args.key, None if args.key else args.key_file, args.timeout)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    t0 = time.monotonic()
+    summary = replace_backgrounds(client, inputs, args.out, overwrite=args.overwrite, jobs=args.jobs, log=log,
+                                  **options)
+    log(f"client: {len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed "
+        f"in {time.monotonic() - t0:.1f} s")
+    for src, why in summary.failed:
+        log(f"  failed: {src}: {why}")
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Parse one TorchServe request row into image bytes and validated options (docs/API.md).
+
+TorchServe hands the handler each request as a dict: a raw body arrives as ``{"body": bytearray}``,
+a multipart form as one key per field (files and text fields alike, all ``bytearray``), a JSON
+body as a dict and a ``text/*`` body as ``str``. Query parameters never reach the handler on
+``/predictions``, so options come from multipart fields or ``X-`` headers. Everything here is
+pure Python with no TorchServe import, so it is tested directly and every mistake a client can
+make becomes a ``RequestError`` with a message that says what to send instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segmenter.imaging import parse_color
+from segmenter.refine import METHODS as REFINE_METHODS
+
+MODES = ("mask", "cutout", "composite")
+FORMATS = ("png", "jpeg")
+BACKGROUND_KEYWORDS = ("blur", "transparent")
+DEFAULT_COLOR = (255, 255, 255)
+BLUR_RADIUS_RANGE = (1.0, 200.0)
+QUALITY_RANGE = (1, 100)
+DEFAULT_QUALITY = 92
+
+# Option name (multipart field) -> header name. Fields win over headers when both are sent.
+OPTION_HEADERS = {
+    "mode": "X-Mode",
+    "background": "X-Background",
+    "format": "X-Format",
+    "blur_radius": "X-Blur-Radius",
+    "refine": "X-Refine",
+    "quality": "X-Quality",
+}
+IMAGE_FIELDS = ("image",)
+RAW_BODY_KEYS = ("body", "data")
+KNOWN_FIELDS = frozenset(IMAGE_FIELDS) | frozenset(OPTION_HEADERS)
+# A multipart ``background`` field is a colour/keyword when it is this short and plain text;
+# no image format fits in 64 printable ASCII bytes.
+_MAX_TEXT_OPTION = 64
+_PRINTABLE = re.compile(rb"^[\x20-\x7e\t\r\n]*$")
+
+
+class RequestError(ValueError):
+    """A request the handler cannot serve; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated options. ``background`` is an RGB tuple, ``"blur"``, ``"transparent"`` or ``"image"``."""
+
+    mode: str = "mask"
+    background: tuple[int, int, int] | str = DEFAULT_COLOR
+    format: str = "png"
+    blur_radius: float | None = None
+    refine: str = "guided"
+    quality: int = DEFAULT_QUALITY
+
+    @property
+    def content_type(self) -> str:
+        return "image/jpeg" if self.format == "jpeg" else "image/png"
+
+    @property
+    def needs_background_image(self) -> bool:
+        return self.mode == "composite" and self.background == "image"
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """What one request asks for: the photo's bytes, an optional background's bytes, options."""
+
+    image: bytes
+    options: Options
+    background_image: bytes | None = None
+
+
+@dataclass
+class Job:
+    """A decoded request waiting for its mask."""
+
+    image: Image.Image
+    options: Options
+    background: Image.Image | None = None
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class Failure:
+    """A request that will be answered with ``status`` and ``{"error": message}``."""
+
+    status: int
+    message: str
+
+
+HeaderGetter = Callable[[str], "str | None"]
+
+
+def _text(value: Any, name: str) -> str:
+    """A form field or header value as stripped text (fields arrive as bytearray)."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(f"option {name!r} is not UTF-8 text") from None
+    if not isinstance(value, str):
+        raise RequestError(f"option {name!r} must be text, got {type(value).__name__}")
+    return value.strip()
+
+
+def _is_text_option(value: bytes | bytearray) -> bool:
+    return len(value) <= _MAX_TEXT_OPTION and bool(_PRINTABLE.match(bytes(value)))
+
+
+def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
+    v = value.lower()
+    if v == "jpg" and "jpeg" in allowed:
+        v = "jpeg"
+    if v not in allowed:
+        raise RequestError(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
+    return v
+
+
+def _number(value: str, name: str, low: float, high: float) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise RequestError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(x) or not low <= x <= high:
+        raise RequestError(f"{name} {value!r} is out of range; expected {low:g} to {high:g}")
+    return x
+
+
+def _background(value: str) -> tuple[int, int, int] | str:
+    v = value.lower()
+    if v in BACKGROUND_KEYWORDS:
+        return v
+    try:
+        return parse_color(value)
+    except ValueError:
+        raise RequestError(f"unknown background {value!r}; expected #RRGGBB, blur, transparent "
+                           "or an uploaded image in the multipart file field 'background'") from None
+
+
+def parse_options(raw: Mapping[str, str], has_background_image: bool = False) -> Options:
+    """Validate option values (already merged from fields and headers; empty means default)."""
+    raw = {k: v for k, v in raw.items() if v != ""}
+    mode = _choice(raw.get("mode", "mask"), "mode", MODES)
+    fmt = _choice(raw.get("format", "png"), "format", FORMATS)
+    refine = _choice(raw.get("refine", "guided"), "refine", REFINE_METHODS)
+    background: tuple[int, int, int] | str = DEFAULT_COLOR
+    if has_background_image:
+        background = "image"  # an uploaded background wins over a text value
+    elif "background" in raw:
+        background = _background(raw["background"])
+    radius = None
+    if "blur_radius" in raw:
+        radius = _number(raw["blur_radius"], "blur_radius", *BLUR_RADIUS_RANGE)
+    quality = DEFAULT_QUALITY
+    if "quality" in raw:
+        quality = int(_number(raw["quality"], "quality", *QUALITY_RANGE))
+    if fmt == "jpeg" and mode != "composite":
+        raise RequestError(f"format jpeg is only for mode composite; mode {mode} is always PNG "
+                           "(it needs exact values or an alpha channel)")
+    if fmt == "jpeg" and background == "transparent":
+        raise RequestError("background transparent needs format png (JPEG has no alpha channel)")
+    return Options(mode=mode, background=background, format=fmt, blur_radius=radius, refine=refine,
+                   quality=quality)
+
+
+def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest:
+    """Turn one TorchServe request row plus its headers into a ``ParsedRequest``.
+
+    ``header(name)`` returns a request header's value or None (case-insensitive lookup is the
+    caller's job). Raises ``RequestError`` for anything a client must fix.
+    """
+    if not isinstance(row, Mapping):
+        raise RequestError("empty request: send an image as the body or as multipart field 'image'")
+    raw_key = next((k for k in RAW_BODY_KEYS if k in row), None)
+    fields: dict[str, Any] = {}
+    if raw_key is not None and len(row) == 1:
+        image = row[raw_key]
+        if isinstance(image, dict):
+            raise RequestError("got a JSON body; send the image itself (Content-Type image/* or "
+                               "application/octet-stream) or a multipart form with field 'image'")
+        if isinstance(image, str):
+            raise RequestError("got a text body; send the image with Content-Type image/* or "
+                               "application/octet-stream")
+    else:
+        fields = dict(row)
+        unknown = sorted(set(fields) - KNOWN_FIELDS)
+        if unknown:
+            raise RequestError(f"unknown multipart field(s) {', '.join(map(repr, unknown))}; "
+                               f"known fields: {', '.join(sorted(KNOWN_FIELDS))}")
+        if "image" not in fields:
+            raise RequestError("multipart request has no 'image' field (the photo to process)")
+        image = fields.pop("image")
+    if not isinstance(image, (bytes, bytearray)):
+        raise RequestError("the image must be sent as binary data (a file field or the raw body)")
+    if len(image) == 0:
+        raise RequestError("image is empty (0 bytes)")
+
+    background_image: bytes | None = None
+    bg_field = fields.get("background")
+    if isinstance(bg_field, (bytes, bytearray)) and bg_field and not _is_text_option(bg_field):
+        background_image = bytes(bg_field)
+        fields.pop("background")
+
+    raw: dict[str, str] = {}
+    for name, header_name in OPTION_HEADERS.items():
+        if name in fields:
+            raw[name] = _text(fields[name], name)
+        else:
+            value = header(header_name)
+            if value is not None:
+                raw[name] = _text(value, header_name)
+    options = parse_options(raw, has_background_image=background_image is not None)
+    if options.mode != "composite":
+        background_image = None  # not needed: do not spend time decoding it
+    return ParsedRequest(image=bytes(image), options=options, background_image=background_image)
