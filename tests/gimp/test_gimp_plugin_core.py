@@ -38,7 +38,9 @@ def _patch_ihdr(png: bytes, **fields: int) -> bytes:
     """Rewrite IHDR fields (keeping a valid CRC) to make PNGs Pillow will not write, e.g. interlaced."""
     w, h, depth, ctype, comp, filt, lace = struct.unpack(">IIBBBBB", png[16:29])
     vals = {"width": w, "height": h, "depth": depth, "ctype": ctype, "lace": lace, **fields}
-    body = struct.pack(">IIBBBBB", vals["width"], vals["height"], vals["depth"], vals["ctype"], comp, filt, vals["lace"])
+    body = struct.pack(
+        ">IIBBBBB", vals["width"], vals["height"], vals["depth"], vals["ctype"], comp, filt, vals["lace"]
+    )
     crc = struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
     return png[:16] + body + crc + png[33:]
 
