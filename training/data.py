@@ -128,8 +128,8 @@ def read_name_list(path: str | Path) -> set[str]:
     return {ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()}
 
 
-def train_transforms(image_size: int) -> v2.Compose:
-    """Augmentations applied to image and mask together, so they stay pixel-aligned.
+def geometric_transforms(image_size: int) -> v2.Compose:
+    """Scale, place, flip and rotate image and mask together, so they stay pixel-aligned.
 
     ScaleJitter + padded RandomCrop mimic the letterboxed input seen at inference, with the
     person anywhere from small and far (groups, full body) to cropped by the frame.
@@ -139,6 +139,12 @@ def train_transforms(image_size: int) -> v2.Compose:
         v2.RandomCrop(image_size, pad_if_needed=True, fill=0),
         v2.RandomHorizontalFlip(),
         v2.RandomApply([v2.RandomAffine(degrees=12, fill=0)], p=0.4),
+    ])
+
+
+def photometric_transforms() -> v2.Compose:
+    """Lighting, colour, focus and sensor noise; masks pass through untouched."""
+    return v2.Compose([
         v2.RandomApply([v2.ColorJitter(0.35, 0.35, 0.35, 0.05)], p=0.8),
         v2.RandomGrayscale(p=0.05),
         v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.2),
@@ -148,12 +154,38 @@ def train_transforms(image_size: int) -> v2.Compose:
     ])
 
 
-class SegmentationDataset(Dataset):
-    """Pairs -> (normalised CHW float image, 1xHxW float mask) for training."""
+def train_transforms(image_size: int) -> v2.Compose:
+    return v2.Compose([geometric_transforms(image_size), photometric_transforms()])
 
-    def __init__(self, pairs: Sequence[Pair], image_size: int) -> None:
+
+def paste(front: tuple[torch.Tensor, torch.Tensor], back: tuple[torch.Tensor, torch.Tensor]
+          ) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    """Paste the person of ``front`` onto the photo ``back`` (whose own person stays labelled).
+
+    Makes groups, overlaps and people on unfamiliar backgrounds out of single-person pairs. The
+    pasted edge is feathered by one pixel so a hard cut-out edge cannot become a shortcut.
+    """
+    (fi, fm), (bi, bm) = front, back
+    alpha = v2.functional.gaussian_blur(fm.float(), [3, 3], [0.8])
+    image = (fi.float() * alpha + bi.float() * (1 - alpha)).round().clamp(0, 255).to(torch.uint8)
+    return tv_tensors.Image(image), tv_tensors.Mask((fm > 0) | (bm > 0)).to(torch.uint8)
+
+
+class SegmentationDataset(Dataset):
+    """Pairs -> (normalised CHW float image, 1xHxW float mask) for training.
+
+    With probability ``paste_prob`` a sample gets the person of another random pair pasted
+    onto it (see ``paste``).
+    """
+
+    def __init__(self, pairs: Sequence[Pair], image_size: int, paste_prob: float = 0.0) -> None:
         self.pairs = list(pairs)
-        self.transforms = train_transforms(image_size)
+        self.geometric = geometric_transforms(image_size)
+        # A pasted person needs a photo under it, not the black letterbox border.
+        self.fill = v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), antialias=True),
+                                v2.RandomHorizontalFlip()])
+        self.photometric = photometric_transforms()
+        self.paste_prob = paste_prob
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -166,7 +198,14 @@ class SegmentationDataset(Dataset):
         return img, tv_tensors.Mask(mask)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img, mask = self.transforms(*self.load(index))
+        sample = self.load(index)
+        if self.paste_prob and len(self.pairs) > 1 and torch.rand(()) < self.paste_prob:
+            other = int(torch.randint(len(self.pairs) - 1, ()))
+            other += other >= index
+            img, mask = paste(self.geometric(*self.load(other)), self.fill(*sample))
+        else:
+            img, mask = self.geometric(*sample)
+        img, mask = self.photometric(img, mask)
         return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).float()
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from segmenter.preprocess import MEAN, STD
-from training.data import DatasetError, SegmentationDataset, find_pairs, split_pairs, train_transforms
+from training.data import DatasetError, SegmentationDataset, find_pairs, paste, split_pairs, train_transforms
 
 
 def test_pairs_by_base_name(tiny_dataset: Path) -> None:
@@ -81,3 +81,23 @@ def test_dataset_item_shapes(tiny_dataset: Path) -> None:
     img, mask = ds[0]
     assert img.shape == (3, 64, 64) and img.dtype == torch.float32
     assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_paste_keeps_both_people_labelled() -> None:
+    front_mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    front_mask[:, 4:12, 4:12] = 1
+    back_mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    back_mask[:, 20:30, 20:30] = 1
+    front = (tv_tensors.Image(torch.full((3, 32, 32), 250, dtype=torch.uint8)), tv_tensors.Mask(front_mask))
+    back = (tv_tensors.Image(torch.full((3, 32, 32), 10, dtype=torch.uint8)), tv_tensors.Mask(back_mask))
+    image, mask = paste(front, back)
+    assert mask.sum() == 64 + 100
+    assert image[0, 8, 8] == 250 and image[0, 25, 25] == 10 and image[0, 0, 0] == 10
+    assert 10 < image[0, 4, 8] < 250  # feathered edge
+
+
+def test_dataset_with_paste(tiny_dataset: Path) -> None:
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, paste_prob=1.0)
+    torch.manual_seed(0)
+    img, mask = ds[3]
+    assert img.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
