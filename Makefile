@@ -9,7 +9,7 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean
+.PHONY: setup test test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality
 
 setup: $(STAMP)
 
@@ -38,6 +38,21 @@ train: setup
 
 evaluate: setup
 	$(PY) training/evaluate.py
+
+# MediaPipe's selfie segmenter, the baseline to beat, lives in its own venv (never a project dependency).
+MP_VENV ?= .venv-mediapipe
+DATASETS ?= ../shared/datasets
+
+$(MP_VENV)/.installed:
+	$(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/pip install -q mediapipe==0.10.21
+	touch $@
+
+mediapipe-venv: $(MP_VENV)/.installed
+
+quality: setup mediapipe-venv
+	$(PY) benchmarks/quality.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
+	    --val-list training/splits/shared_val.txt --grid docs/images/quality_grid.png
 
 # --- serving (issue 3) ---
 serve: mar
