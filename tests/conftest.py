@@ -1,0 +1,108 @@
+"""Shared fixtures: a checkpoint to serve, model archives, and a real TorchServe instance.
+
+``torchserve_server`` (session scope) is the one the serving tests and the GIMP plug-in tests
+talk to. It serves the shipped weights when ``segmenter/weights/person_unet.pt`` exists, else a
+tiny randomly initialised U-Net built here, on free loopback ports from its own working folder
+and ``TMPDIR``; it is stopped (every process of its group) when the session ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MODEL_NAME = "person_segmenter"
+# Registered through the management API by the tests, with batching on: batchSize 4 and a
+# generous delay so concurrent requests really share a batch on a busy 2-core machine.
+BATCH_MODEL_NAME = "person_segmenter_batch"
+BATCH_SETTINGS = {"batchSize": 4, "maxBatchDelay": 1500, "minWorkers": 1, "maxWorkers": 1}
+TINY_CONFIG = {"base_filters": 4, "image_size": 128, "depth": 4}
+
+
+def _serving_unavailable() -> str | None:
+    """Why a real TorchServe cannot run here, or None."""
+    if shutil.which("java") is None:
+        return "java not found (TorchServe's frontend needs Java 11+)"
+    try:
+        import ts  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as exc:
+        return f"torchserve not importable: {exc}"
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "torchserve").exists() and shutil.which("torchserve") is None:
+        return "torchserve executable not found"
+    if not (bin_dir / "torch-model-archiver").exists() and shutil.which("torch-model-archiver") is None:
+        return "torch-model-archiver not found"
+    return None
+
+
+def skip_without_torchserve() -> None:
+    reason = _serving_unavailable()
+    if reason:
+        print(f"\nskipping TorchServe tests: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+
+
+def build_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A small randomly initialised U-Net checkpoint (fast to load; predictions are meaningless)."""
+    import torch
+
+    from segmenter import checkpoint
+    from segmenter.model import UNet
+
+    torch.manual_seed(seed)
+    model = UNet(base_filters=TINY_CONFIG["base_filters"], depth=TINY_CONFIG["depth"])
+    checkpoint.save_atomic({"model": model.state_dict(), "config": dict(TINY_CONFIG)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def serving_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint the server serves: the shipped weights if present, else a tiny one."""
+    from segmenter.checkpoint import SHIPPED_WEIGHTS
+
+    if SHIPPED_WEIGHTS.is_file():
+        return SHIPPED_WEIGHTS
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def served_model_store(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path) -> Path:
+    """A model store with ``person_segmenter.mar`` and the batching variant, built by export.py."""
+    skip_without_torchserve()
+    from training.export import export_archive
+
+    store = tmp_path_factory.mktemp("model_store")
+    export_archive(serving_checkpoint, store, MODEL_NAME)
+    export_archive(serving_checkpoint, store, BATCH_MODEL_NAME, settings=BATCH_SETTINGS)
+    return store
+
+
+@pytest.fixture(scope="session")
+def torchserve_server(tmp_path_factory: pytest.TempPathFactory, served_model_store: Path) -> Iterator:
+    """A running TorchServe serving ``person_segmenter`` (workers READY), stopped at session end.
+
+    Yields a ``handler.serve.Server``: ``.inference_url``, ``.management_url``, ``.metrics_url``,
+    ``.model_name``, ``.inference_key``, ``.management_key``, ``.api_key`` (read from ``.key_file``
+    on each access: keys can be rotated), ``.workdir``, ``.log_dir``, ``.predictions_url``,
+    ``.auth(kind)`` and ``.stop()``.
+    """
+    skip_without_torchserve()
+    from handler import serve
+
+    workdir = tmp_path_factory.mktemp("torchserve")
+    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    server = serve.start_server(workdir, served_model_store, model_name=MODEL_NAME, ports=ports)
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert not serve._group_alive(server.pid), "TorchServe processes left behind"

@@ -1,0 +1,286 @@
+"""The TorchServe handler in-process, with a fake context: every mode, format, input kind and error."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from handler.person_handler import PersonSegmenterHandler, torch_threads
+from segmenter import imaging
+from segmenter.inference import Segmenter
+from segmenter.preprocess import MEAN, STD
+from tests.conftest import build_tiny_checkpoint
+from tests.handler import images
+from tests.handler.fakes import FakeContext
+
+
+class BrightnessModel(nn.Module):
+    """A stand-in 'network' whose person is whatever is bright: makes the expected mask known."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        red = x[:, :1] * STD[0] + MEAN[0]  # undo the normalisation: [0, 1] brightness
+        return (red - 0.5) * 40.0
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("model_dir")
+    build_tiny_checkpoint(d / "weights.pt")
+    return d
+
+
+@pytest.fixture(scope="module")
+def handler(model_dir: Path) -> PersonSegmenterHandler:
+    h = PersonSegmenterHandler()
+    h.initialize(FakeContext(model_dir))
+    return h
+
+
+@pytest.fixture(scope="module")
+def stub_handler(model_dir: Path) -> PersonSegmenterHandler:
+    h = PersonSegmenterHandler()
+    h.initialize(FakeContext(model_dir))
+    h.segmenter = Segmenter(BrightnessModel(), 96, "cpu", amp=False)
+    return h
+
+
+class Answer:
+    def __init__(self, ctx: FakeContext, idx: int, body: bytes) -> None:
+        self.status, self.reason = ctx.status[idx]
+        self.content_type = ctx.content_type[idx]
+        self.headers = ctx.response_headers[idx]
+        self.body = body
+
+    def image(self) -> Image.Image:
+        assert self.status == 200, self.body[:300]
+        img = Image.open(io.BytesIO(self.body))
+        img.load()
+        return img
+
+    def error(self) -> str:
+        assert self.content_type == "application/json"
+        return json.loads(self.body)["error"]
+
+
+def run(h: PersonSegmenterHandler, rows: list[dict[str, Any]], headers: list[dict[str, str]] | None = None
+        ) -> list[Answer]:
+    """One batch through ``handle`` exactly as TorchServe calls it."""
+    ctx = h.context
+    ctx.set_batch(headers or [{} for _ in rows])
+    out = h.handle(rows, ctx)
+    assert len(out) == len(rows)
+    return [Answer(ctx, i, body) for i, body in enumerate(out)]
+
+
+def raw(data: bytes) -> dict[str, Any]:
+    return {"body": bytearray(data)}
+
+
+def form(image: bytes, **fields: str | bytes) -> dict[str, Any]:
+    row: dict[str, Any] = {"image": bytearray(image)}
+    row.update({k: bytearray(v if isinstance(v, bytes) else v.encode()) for k, v in fields.items()})
+    return row
+
+
+PNG = images.encode(images.subject_photo())
+
+
+# --- modes and formats --------------------------------------------------------------------------
+
+def test_mask_is_greyscale_png_at_input_size(handler: PersonSegmenterHandler) -> None:
+    (a,) = run(handler, [raw(PNG)])
+    img = a.image()
+    assert a.content_type == "image/png" and img.format == "PNG" and img.mode == "L"
+    assert img.size == images.SUBJECT_SIZE
+    assert a.headers["X-Image-Size"] == "360x240"
+
+
+def test_mask_equals_segmenter_predict(handler: PersonSegmenterHandler) -> None:
+    photo = imaging.decode_image(PNG)
+    for refine in ("guided", "bilinear"):
+        (a,) = run(handler, [form(PNG, refine=refine)])
+        expected = handler.segmenter.predict([photo], refine=refine)[0]
+        np.testing.assert_array_equal(np.asarray(a.image()), expected)
+
+
+def test_known_subject_lands_where_it_is(stub_handler: PersonSegmenterHandler) -> None:
+    """With a 'model' that calls bright pixels person, the full-resolution mask is the rectangle."""
+    x0, y0, x1, y1 = images.SUBJECT_BOX
+    for refine in ("guided", "bilinear"):
+        (a,) = run(stub_handler, [raw(PNG)], [{"X-Refine": refine}])
+        mask = np.asarray(a.image())
+        inside = mask[y0 + 6:y1 - 6, x0 + 6:x1 - 6]
+        outside = np.ones_like(mask, bool)
+        outside[y0 - 6:y1 + 6, x0 - 6:x1 + 6] = False
+        # the guided filter lets the photo's texture through a little: allow it, not a wrong place
+        assert inside.min() >= 220 and inside.mean() >= 250, (refine, inside.min(), inside.mean())
+        assert mask[outside].max() <= 30 and mask[outside].mean() <= 2, (refine, mask[outside].max())
+        # the 50% contour is within 2 px of the true edge on every side
+        rows, cols = np.nonzero(mask >= 128)
+        assert abs(cols.min() - x0) <= 2 and abs(cols.max() + 1 - x1) <= 2
+        assert abs(rows.min() - y0) <= 2 and abs(rows.max() + 1 - y1) <= 2
+
+
+def test_exif_rotated_photo_gives_upright_aligned_mask(stub_handler: PersonSegmenterHandler) -> None:
+    upright = images.subject_photo()
+    (a,) = run(stub_handler, [raw(images.exif_rotated_jpeg(upright))])
+    mask = np.asarray(a.image())
+    assert mask.shape == (upright.height, upright.width)
+    x0, y0, x1, y1 = images.SUBJECT_BOX
+    assert mask[y0 + 6:y1 - 6, x0 + 6:x1 - 6].min() >= 200
+    assert mask[:y0 - 6].max() <= 30 and mask[:, x1 + 6:].max() <= 30
+
+
+def test_cutout_is_photo_with_mask_as_alpha(handler: PersonSegmenterHandler) -> None:
+    (mask_answer, cut) = run(handler, [raw(PNG), form(PNG, mode="cutout")])
+    img = cut.image()
+    assert cut.content_type == "image/png" and img.mode == "RGBA" and img.size == images.SUBJECT_SIZE
+    arr = np.asarray(img)
+    np.testing.assert_array_equal(arr[..., :3], np.asarray(images.subject_photo()))
+    np.testing.assert_array_equal(arr[..., 3], np.asarray(mask_answer.image()))
+
+
+def test_composite_on_colour_blends_exactly(handler: PersonSegmenterHandler) -> None:
+    (m, c) = run(handler, [raw(PNG), form(PNG, mode="composite", background="#204080")])
+    alpha = np.asarray(m.image()).astype(np.float32)[..., None] / 255
+    fg = np.asarray(images.subject_photo(), dtype=np.float32)
+    expected = np.clip(np.array([0x20, 0x40, 0x80]) + (fg - np.array([0x20, 0x40, 0x80])) * alpha + 0.5, 0, 255)
+    got = np.asarray(c.image())
+    assert c.image().mode == "RGB" and got.shape == fg.shape
+    assert np.abs(got.astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("fields,headers", [
+    ({"mode": "composite"}, {}),
+    ({"mode": "composite", "background": "blur"}, {}),
+    ({"mode": "composite", "background": "blur", "blur_radius": "7.5"}, {}),
+    ({"mode": "composite", "background": "transparent"}, {}),
+    ({}, {"X-Mode": "composite", "X-Background": "#abc"}),
+    ({}, {"X-Mode": "composite", "X-Background": "blur", "X-Format": "jpeg", "X-Quality": "80"}),
+])
+def test_composite_variants(handler: PersonSegmenterHandler, fields: dict, headers: dict) -> None:
+    (a,) = run(handler, [form(PNG, **fields) if fields else raw(PNG)], [headers])
+    img = a.image()
+    assert img.size == images.SUBJECT_SIZE
+    transparent = fields.get("background") == "transparent"
+    jpeg = headers.get("X-Format") == "jpeg"
+    assert img.mode == ("RGBA" if transparent else "RGB")
+    assert a.content_type == ("image/jpeg" if jpeg else "image/png") and img.format == ("JPEG" if jpeg else "PNG")
+
+
+def test_uploaded_background_covers_the_photo(stub_handler: PersonSegmenterHandler) -> None:
+    """A background of another size and aspect is scaled to cover and centre-cropped."""
+    bg = Image.new("RGB", (100, 400), (0, 200, 0))
+    bg.paste((200, 0, 0), (0, 150, 100, 250))  # a red band across the middle
+    (a,) = run(stub_handler, [form(PNG, mode="composite", background=images.encode(bg, "JPEG", quality=95))])
+    out = np.asarray(a.image()).astype(int)
+    assert out.shape == (240, 360, 3)
+    x0, y0, x1, y1 = images.SUBJECT_BOX
+    np.testing.assert_allclose(out[y0 + 6:y1 - 6, x0 + 6:x1 - 6].mean((0, 1)),
+                               np.asarray(images.subject_photo())[y0 + 6:y1 - 6, x0 + 6:x1 - 6].mean((0, 1)), atol=2)
+    corner = out[:30, :30].reshape(-1, 3).mean(0)  # covered by the red band (scaled x3.6, cropped)
+    assert corner[0] > 150 and corner[1] < 60
+
+
+def test_field_wins_over_header_and_values_are_case_insensitive(handler: PersonSegmenterHandler) -> None:
+    (a,) = run(handler, [form(PNG, mode="CUTOUT")], [{"X-Mode": "mask"}])
+    assert a.image().mode == "RGBA"
+    (b,) = run(handler, [raw(PNG)], [{"x-mode": "cutout"}])  # header names are case-insensitive
+    assert b.image().mode == "RGBA"
+
+
+@pytest.mark.parametrize("name", sorted(images.input_variants()))
+def test_every_input_kind_is_read(handler: PersonSegmenterHandler, name: str) -> None:
+    (a,) = run(handler, [raw(images.input_variants()[name])])
+    assert a.image().size == (64, 48), name
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+def _truncated() -> bytes:
+    data = images.encode(images.noise_photo((200, 150)), "JPEG")
+    return data[: len(data) // 2]
+
+
+BAD_REQUESTS = {
+    "empty body": (raw(b""), {}, 400, "empty"),
+    "not an image": (raw(b"hello, I am text pretending to be a photo" * 3), {}, 400, "not an image format"),
+    "truncated": (raw(_truncated()), {}, 400, "truncated"),
+    "1x1": (raw(images.encode(Image.new("RGB", (1, 1)))), {}, 400, "at least 16"),
+    "bomb header": (raw(images.png_bomb_header()), {}, 413, "megapixels"),
+    "unknown mode": (raw(PNG), {"X-Mode": "sketch"}, 400, "unknown mode 'sketch'"),
+    "unknown format": (form(PNG, mode="composite", format="gif"), {}, 400, "unknown format"),
+    "unknown refine": (form(PNG, refine="magic"), {}, 400, "unknown refine"),
+    "bad colour": (form(PNG, mode="composite", background="#12345"), {}, 400, "unknown background"),
+    "jpeg mask": (form(PNG, format="jpeg"), {}, 400, "only for mode composite"),
+    "jpeg transparent": (form(PNG, mode="composite", background="transparent", format="jpeg"), {}, 400,
+                         "needs format png"),
+    "blur radius": (form(PNG, mode="composite", background="blur", blur_radius="1e9"), {}, 400, "out of range"),
+    "blur radius nan": (form(PNG, blur_radius="nan"), {}, 400, "out of range"),
+    "bad background image": (form(PNG, mode="composite", background=b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2),
+                             {}, 400, "background image"),
+    "unknown field": (form(PNG, mdoe="cutout"), {}, 400, "unknown multipart field"),
+    "no image field": ({"mode": bytearray(b"mask")}, {}, 400, "no 'image' field"),
+    "json body": ({"body": {"image": "x"}}, {}, 400, "JSON"),
+    "text body": ({"body": "hello"}, {}, 400, "text body"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_request_is_4xx_json_and_next_request_works(handler: PersonSegmenterHandler, case: str) -> None:
+    row, headers, status, words = BAD_REQUESTS[case]
+    (a,) = run(handler, [row], [headers])
+    assert a.status == status and a.content_type == "application/json"
+    assert words in a.error(), a.error()
+    (ok,) = run(handler, [raw(PNG)])
+    assert ok.status == 200 and ok.image().size == images.SUBJECT_SIZE
+
+
+def test_mixed_batch_fails_only_the_bad_requests(handler: PersonSegmenterHandler) -> None:
+    """Different sizes, options and failures in one batch; each answer is its own."""
+    big = images.encode(images.noise_photo((500, 130), seed=1), "JPEG")
+    answers = run(handler, [raw(PNG), raw(b"junk"), form(big, mode="cutout", refine="bilinear"), raw(b"")],
+                  [{}, {}, {}, {}])
+    assert [a.status for a in answers] == [200, 400, 200, 400]
+    assert answers[0].image().size == (360, 240)
+    assert answers[2].image().size == (500, 130) and answers[2].image().mode == "RGBA"
+    assert "not an image" in answers[1].error() and "empty" in answers[3].error()
+    assert all(a.headers["X-Batch-Size"] == "4" for a in answers)
+
+
+def test_batch_of_only_bad_requests(handler: PersonSegmenterHandler) -> None:
+    answers = run(handler, [raw(b""), raw(b"x")])
+    assert [a.status for a in answers] == [400, 400]
+
+
+def test_render_failure_fails_only_its_request(handler: PersonSegmenterHandler, monkeypatch) -> None:
+    import handler.person_handler as ph
+
+    real = ph.render
+    monkeypatch.setattr(ph, "render", lambda job: (_ for _ in ()).throw(RuntimeError("boom"))
+                        if job.options.mode == "cutout" else real(job))
+    answers = run(handler, [raw(PNG), form(PNG, mode="cutout")])
+    assert answers[0].status == 200 and answers[1].status == 500 and "internal error" in answers[1].error()
+
+
+def test_authorization_header_is_never_logged(handler: PersonSegmenterHandler, caplog) -> None:
+    secret = "Bearer s3cr3t-t0ken"
+    with caplog.at_level(logging.DEBUG):
+        run(handler, [raw(PNG), raw(b"junk")], [{"Authorization": secret}, {"Authorization": secret}])
+    assert "s3cr3t" not in caplog.text
+
+
+def test_thread_count_shares_the_cores() -> None:
+    assert torch_threads(2, 1) == 2
+    assert torch_threads(2, 2) == 1
+    assert torch_threads(2, 4) == 1
+    assert torch_threads(16, 4) == 4
