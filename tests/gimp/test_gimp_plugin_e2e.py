@@ -1,0 +1,431 @@
+"""End to end: a real GIMP 3 runs our procedure through the PDB against a real TorchServe.
+
+Each batch of cases is ONE headless gimp-console start (gimp_harness.run_gimp, gimp_driver.py):
+it loads the test photo, prepares the layer, calls ``python-fu-replace-background``
+non-interactively, dumps the layer mask and the layer's pixels, and exports the composite.
+The tests below then check pixels on the host: the mask GIMP holds equals the mask the server
+gives for the same layer pixels (fetched here with ``requests``), the composite's background is
+the chosen colour, and every failure leaves the image exactly as it was.
+
+Batches:
+- ``fake_batch``: the fake server's scripted faults (HTML, wrong size, truncated, too slow) and
+  faults injected half-way through the edit; no TorchServe needed. Also holds the
+  registration check.
+- ``real_batch``: the real TorchServe (``torchserve_server`` fixture of tests/conftest.py).
+- ``big_batch`` (slow): a 24-megapixel photo.
+Without root or the GIMP root every test here skips with the reason; they never pass silently.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from fake_mask_server import FakeMaskServer, ellipse_mask
+from gimp_harness import PROC_NAME, GimpRun, in_job, run_gimp, unavailable_reason
+from PIL import Image
+
+pytestmark = pytest.mark.gimp
+
+HERE = Path(__file__).resolve().parent
+PHOTO = HERE / "data" / "astronaut.jpg"
+BLUE = "#00c0ff"
+BLUE_RGB = (0, 192, 255)
+
+
+@pytest.fixture(scope="module")
+def gimp_ready() -> None:
+    reason = unavailable_reason()
+    if reason:
+        print(f"SKIP GIMP tests: {reason}")
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bg_image(path: Path) -> Path:
+    """A 300x100 image, left half red, right half green: wide, so 'cover' must crop its sides."""
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, :150] = (220, 20, 20)
+    arr[:, 150:] = (20, 220, 20)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+# --- helpers to read what GIMP wrote -------------------------------------------------------------
+
+
+def layer_pixels(run: GimpRun, case: dict) -> np.ndarray:
+    w, h = case["layer"]["size"]
+    return np.fromfile(run.path(case["name"] + ".layer.rgba"), np.uint8).reshape(h, w, 4)
+
+
+def gimp_mask(run: GimpRun, case: dict) -> np.ndarray:
+    w, h = case["mask_size"]
+    return np.fromfile(run.path(case["name"] + ".mask.y8"), np.uint8).reshape(h, w)
+
+
+def exported(case: dict, run: GimpRun) -> np.ndarray:
+    return np.asarray(Image.open(run.path(Path(case["export"]).name)).convert("RGBA"))
+
+
+def server_mask(server: object, rgba: np.ndarray) -> np.ndarray:
+    """Ask the real server for the mask of exactly these layer pixels (as the plug-in sends them)."""
+    img = Image.fromarray(rgba, "RGBA")
+    if (rgba[..., 3] == 255).all():
+        img = img.convert("RGB")  # the plug-in sends RGB for layers without alpha
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    resp = requests.post(
+        f"{server.inference_url}/predictions/{server.model_name}",
+        data=buf.getvalue(),
+        headers={"Content-Type": "image/png", "X-Mode": "mask", "Authorization": f"Bearer {server.inference_key}"},
+        timeout=300,
+    )
+    assert resp.status_code == 200, resp.text[:500]
+    mask = Image.open(io.BytesIO(resp.content))
+    assert mask.mode == "L"
+    return np.asarray(mask)
+
+
+def assert_same_mask(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() == 0, f"mask differs: max {diff.max()}, {np.count_nonzero(diff)} pixels of {diff.size}"
+
+
+def assert_unchanged(case: dict) -> None:
+    """Same layers (ids, names, offsets, pixels, masks, visibility), selection and selected layers."""
+    assert case["before"] == case["after"], json.dumps({"before": case["before"], "after": case["after"]})[:3000]
+
+
+def assert_composite(comp: np.ndarray, photo: np.ndarray, mask: np.ndarray, colour: tuple[int, ...]) -> None:
+    """Background = the colour where the mask is 0, the photo where it is 255, in between elsewhere."""
+    colour_arr = np.broadcast_to(np.array(colour, np.int16), photo[..., :3].shape)
+    rgb, ph = comp[..., :3].astype(np.int16), photo[..., :3].astype(np.int16)
+    bg, fg = mask == 0, mask == 255
+    assert bg.mean() > 0.05, f"only {bg.mean():.1%} of the test photo is background for this model"
+    assert fg.mean() > 0.05, f"only {fg.mean():.1%} of the test photo is person for this model"
+    assert np.abs(rgb[bg] - colour_arr[bg]).max() <= 1, "background pixels are not the chosen colour"
+    assert np.abs(rgb[fg] - ph[fg]).max() <= 1, "person pixels changed"
+    soft = ~(bg | fg)
+    lo, hi = np.minimum(ph, colour_arr), np.maximum(ph, colour_arr)
+    assert ((rgb[soft] >= lo[soft] - 2) & (rgb[soft] <= hi[soft] + 2)).all(), "edge pixels are not a blend"
+    assert (comp[..., 3] == 255).all()
+
+
+# --- batch 1: fake server faults, mid-edit rollback, registration --------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_batch(gimp_ready: None, tmp_path_factory: pytest.TempPathFactory) -> GimpRun:
+    """Scripted bad answers from the fake server, plus one good answer with grow/feather."""
+    job = tmp_path_factory.mktemp("gimp-fake")
+    photo = in_job(job, PHOTO)
+    with FakeMaskServer(key="k") as srv:
+        base = {"server-url": srv.url, "inference-key": "k"}
+        faulty = [("html", "fault-html"), ("size", "fault-size"), ("truncated", "fault-truncated"),
+                  ("rgb", "fault-rgb"), ("http400", "fault-400")]
+        cases = [{"name": f"fake_{n}", "input": photo, "setup": {"old_mask": True},
+                  "args": {**base, "model-name": m}} for n, m in faulty]
+        cases.append({"name": "fake_slow", "input": photo, "args": {**base, "model-name": "fault-slow", "timeout": 2}})
+        cases.append({"name": "fake_ok_soft", "input": photo, "setup": {"select": [0, 0, 64, 64]},
+                      "args": {**base, "background": "transparent", "grow": -3, "feather": 6}})
+        return run_gimp(job, cases)
+
+
+@pytest.fixture(scope="module")
+def rollback_batch(gimp_ready: None, tmp_path_factory: pytest.TempPathFactory) -> GimpRun:
+    """REPLACE_BACKGROUND_FAULT=edit makes the plug-in raise half-way through its edit (test hook)."""
+    job = tmp_path_factory.mktemp("gimp-rollback")
+    photo = in_job(job, PHOTO)
+    with FakeMaskServer(key="k") as srv:
+        base = {"server-url": srv.url, "inference-key": "k", "background": "color", "background-color": BLUE}
+        cases = [{"name": f"rollback_{output}", "input": photo,
+                  "setup": {"old_mask": output == "mask", "select": [10, 10, 100, 100], "under_layer": True},
+                  "args": {**base, "output": output}} for output in ("mask", "new-layer", "apply")]
+        cases.append({"name": "rollback_blur_alpha", "input": photo, "setup": {"alpha": True},
+                      "args": {**base, "background": "blur", "grow": 2, "feather": 3}})
+        cases.append({"name": "rollback_no_alpha", "input": photo, "args": {**base}})
+        return run_gimp(job, cases, env={"REPLACE_BACKGROUND_FAULT": "edit"})
+
+
+def test_procedure_is_registered(fake_batch: GimpRun) -> None:
+    res = fake_batch.results
+    assert res.get("registered"), (
+        f"{PROC_NAME} is not registered in GIMP (plug-in not executable, folder/file name mismatch or a "
+        f"Python error at query time); GIMP log:\n{fake_batch.log[-4000:]}"
+    )
+    assert res["menu_paths"] == ["<Image>/Filters/Enhance"]
+    assert res["menu_label"] == "Replace Background\u2026"
+    assert res["image_types"] == "RGB*, GRAY*"
+    for arg in ("server-url", "model-name", "inference-key", "key-file", "timeout", "background",
+                "background-color", "background-image", "blur-radius", "output", "grow", "feather"):
+        assert arg in res["arguments"]
+    assert "Traceback" not in fake_batch.log, fake_batch.log[-4000:]
+
+
+@pytest.mark.parametrize(
+    "name,needles",
+    [
+        ("fake_html", ["answered text/html instead of a PNG mask", "Fix:"]),
+        ("fake_size", ["513x512 mask for a 512x512 layer", "Fix:"]),
+        ("fake_truncated", ["not a usable PNG mask", "truncated", "Fix:"]),
+        ("fake_rgb", ["8-bit RGB PNG", "8-bit greyscale", "Fix:"]),
+        ("fake_http400", ["refused the request", "at least 16 pixels", "Fix:"]),
+        ("fake_slow", ["did not answer within 2 s", "raise Timeout"]),
+    ],
+)
+def test_malformed_answers_fail_cleanly(fake_batch: GimpRun, name: str, needles: list[str]) -> None:
+    case = fake_batch.case(name)
+    assert case["status"] == "execution-error"
+    for needle in needles:
+        assert needle in case["error"]
+    assert_unchanged(case)
+    assert not case["undo_dirty"], "a failure before the edit must not leave an undo step"
+
+
+@pytest.mark.parametrize("name", ["rollback_mask", "rollback_new-layer", "rollback_apply", "rollback_blur_alpha",
+                                  "rollback_no_alpha"])
+def test_failure_half_way_through_the_edit_is_rolled_back(rollback_batch: GimpRun, name: str) -> None:
+    """Old mask restored, added alpha removed, new layers gone, selection and visibility as before."""
+    case = rollback_batch.case(name)
+    assert case["status"] == "execution-error"
+    assert "failed unexpectedly" in case["error"] and "fault injected" in case["error"]
+    assert_unchanged(case)
+
+
+def test_grow_and_feather_work_and_ignore_the_selection(fake_batch: GimpRun) -> None:
+    """Shrink + feather make the mask smaller and softer than the server's, over the whole layer."""
+    case = fake_batch.case("fake_ok_soft")
+    assert case["status"] == "success", case.get("error")
+    got = gimp_mask(fake_batch, case).astype(int)
+    sent = np.frombuffer(ellipse_mask(512, 512), np.uint8).reshape(512, 512).astype(int)
+    assert got.sum() < sent.sum()  # shrunk
+    soft = lambda m: np.count_nonzero((m > 0) & (m < 255))  # noqa: E731
+    assert soft(got) > 2 * soft(sent)  # feathered
+    # the selection (top-left 64x64) must not limit the filters: far from it the edge moved too
+    row = 256  # the 50% edge moved inwards by about the shrink radius
+    assert np.argmax(got[row] >= 128) - np.argmax(sent[row] >= 128) >= 2
+
+
+# --- batch 2: the real TorchServe -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_batch(gimp_ready: None, torchserve_server: object, tmp_path_factory: pytest.TempPathFactory) -> GimpRun:
+    job = tmp_path_factory.mktemp("gimp-real")
+    photo = in_job(job, PHOTO)
+    bg_image = in_job(job, _bg_image(job / "bg-source.png"))
+    key_file = Path(torchserve_server.workdir) / "key_file.json" if hasattr(torchserve_server, "workdir") else None
+    base = {"server-url": torchserve_server.inference_url, "model-name": torchserve_server.model_name,
+            "inference-key": torchserve_server.inference_key}
+    colour = {"background": "color", "background-color": BLUE}
+    cases = [
+        {"name": "rgb_mask", "input": photo, "args": {**base, **colour}},
+        {"name": "offset_layer", "input": photo,
+         "setup": {"crop_layer": [96, 40, 320, 400], "offsets": [150, 70], "under_layer": True},
+         "args": {**base, **colour}},
+        {"name": "gray", "input": photo, "setup": {"gray": True}, "args": {**base, "background-color": "#404040"}},
+        {"name": "float_precision", "input": photo, "setup": {"precision": "float-linear"},
+         "args": {**base, **colour}},
+        {"name": "u16_alpha_new_layer", "input": photo, "setup": {"precision": "u16-non-linear", "alpha": True},
+         "args": {**base, **colour, "output": "new-layer"}},
+        {"name": "apply_transparent", "input": photo, "args": {**base, "output": "apply", "background": "transparent"}},
+        {"name": "image_background", "input": photo,
+         "args": {**base, "background": "image", "background-image": bg_image}},
+        {"name": "blur_background", "input": photo, "args": {**base, "background": "blur", "blur-radius": 12}},
+        {"name": "default_colour", "input": photo, "args": {**base}},
+        # failures: nothing listening on the port; a wrong key; a model that is not served
+        {"name": "server_down", "input": photo, "setup": {"old_mask": True, "select": [5, 5, 50, 50]},
+         "args": {**base, "server-url": f"http://127.0.0.1:{_free_port()}"}},
+        {"name": "wrong_key", "input": photo, "setup": {"old_mask": True},
+         "args": {**base, "inference-key": "not-the-key"}},
+        {"name": "no_key", "input": photo, "args": {**base, "inference-key": ""}},
+        {"name": "wrong_model", "input": photo, "args": {**base, "model-name": "no_such_model"}},
+    ]
+    if key_file is not None and key_file.exists():
+        cases.append({"name": "key_file", "input": photo,
+                      "args": {**base, "inference-key": "", "key-file": in_job(job, key_file)}})
+    return run_gimp(job, cases)
+
+
+def test_layer_mask_equals_the_servers_mask(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("rgb_mask")
+    assert case["status"] == "success", case.get("error")
+    photo = layer_pixels(real_batch, case)
+    mask = gimp_mask(real_batch, case)
+    assert_same_mask(mask, server_mask(torchserve_server, photo))
+    # non-destructive: the photo layer keeps its pixels, gets a mask, a colour layer goes under it
+    before, after = case["before"]["layers"], case["after"]["layers"]
+    assert [lyr["name"] for lyr in after] == [before[0]["name"], "Background (Replace Background)"]
+    assert after[0]["id"] == before[0]["id"] == case["result_layer"]
+    assert after[0]["pixels"] == before[0]["pixels"]
+    assert after[1]["id"] == case["background_layer"]
+    assert case["after"]["selected"] == [case["result_layer"]]
+    assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
+
+
+def test_offset_smaller_layer(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("offset_layer")
+    assert case["status"] == "success", case.get("error")
+    assert case["layer"]["size"] == [320, 400] and case["layer"]["offsets"] == [150, 70]
+    photo = layer_pixels(real_batch, case)
+    mask = gimp_mask(real_batch, case)
+    assert mask.shape == (400, 320)
+    assert_same_mask(mask, server_mask(torchserve_server, photo))
+    bg = next(lyr for lyr in case["after"]["layers"] if lyr["id"] == case["background_layer"])
+    assert bg["offsets"] == [150, 70] and bg["size"] == [320, 400]
+    comp = exported(case, real_batch)
+    assert comp.shape[:2] == (512, 512)
+    inside = comp[70:470, 150:470]
+    assert_composite(inside, photo, mask, BLUE_RGB)
+    outside = np.ones(comp.shape[:2], bool)
+    outside[70:470, 150:470] = False
+    assert (comp[outside][:, :3] == 255).all(), "the white layer under the photo must show outside it"
+    under = [lyr for lyr in case["after"]["layers"] if lyr["name"] == "under"]
+    assert under and under[0] == next(lyr for lyr in case["before"]["layers"] if lyr["name"] == "under")
+
+
+def test_greyscale_image(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("gray")
+    assert case["status"] == "success", case.get("error")
+    assert case["after"]["base_type"] == 1  # still GRAY
+    photo = layer_pixels(real_batch, case)
+    mask = gimp_mask(real_batch, case)
+    assert_same_mask(mask, server_mask(torchserve_server, photo))
+    assert_composite(exported(case, real_batch), photo, mask, (64, 64, 64))
+
+
+def test_float_precision_image(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("float_precision")
+    assert case["status"] == "success", case.get("error")
+    photo = layer_pixels(real_batch, case)
+    mask = gimp_mask(real_batch, case)
+    assert_same_mask(mask, server_mask(torchserve_server, photo))
+    assert case["after"]["precision"] == case["before"]["precision"]
+    assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
+
+
+def test_new_layer_output_keeps_the_original(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("u16_alpha_new_layer")
+    assert case["status"] == "success", case.get("error")
+    before, after = case["before"]["layers"], case["after"]["layers"]
+    assert len(after) == 2 and after[0]["id"] == case["result_layer"]
+    assert after[0]["name"].endswith("(background replaced)") and after[0]["mask"] is None
+    original = after[1]
+    assert original["id"] == before[0]["id"] and original["pixels"] == before[0]["pixels"]
+    assert original["visible"] is False
+    photo = layer_pixels(real_batch, case)
+    mask = server_mask(torchserve_server, photo)
+    assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
+
+
+def test_apply_output_with_transparent_background(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("apply_transparent")
+    assert case["status"] == "success", case.get("error")
+    after = case["after"]["layers"]
+    assert len(after) == 1 and after[0]["name"] == case["before"]["layers"][0]["name"] and after[0]["mask"] is None
+    photo = layer_pixels(real_batch, case)
+    mask = server_mask(torchserve_server, photo)
+    comp = exported(case, real_batch)
+    assert np.abs(comp[..., 3].astype(int) - mask.astype(int)).max() <= 1, "alpha must be the mask"
+    fg = mask == 255
+    assert (comp[fg][:, :3] == photo[fg][:, :3]).all()
+
+
+def test_image_background_is_scaled_to_cover(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("image_background")
+    assert case["status"] == "success", case.get("error")
+    photo = layer_pixels(real_batch, case)
+    mask = server_mask(torchserve_server, photo)
+    comp = exported(case, real_batch).astype(int)
+    bg = mask == 0
+    # 300x100 scaled to cover 512x512 -> 1536x512, centre-cropped: red left half, green right half
+    left, right = bg.copy(), bg.copy()
+    left[:, 240:] = False
+    right[:, :272] = False
+    assert left.any() and right.any()
+    assert (np.abs(comp[left][:, :3] - (220, 20, 20)) <= 3).all()
+    assert (np.abs(comp[right][:, :3] - (20, 220, 20)) <= 3).all()
+
+
+def test_blur_background(real_batch: GimpRun, torchserve_server: object) -> None:
+    case = real_batch.case("blur_background")
+    assert case["status"] == "success", case.get("error")
+    photo = layer_pixels(real_batch, case).astype(float)
+    mask = server_mask(torchserve_server, photo.astype(np.uint8))
+    comp = exported(case, real_batch).astype(float)
+    bg = mask == 0
+
+    def roughness(img: np.ndarray) -> float:
+        lap = np.abs(4 * img[1:-1, 1:-1, :3] - img[:-2, 1:-1, :3] - img[2:, 1:-1, :3]
+                     - img[1:-1, :-2, :3] - img[1:-1, 2:, :3]).sum(-1)
+        return float(lap[bg[1:-1, 1:-1]].mean())
+
+    assert roughness(comp) < 0.5 * roughness(photo), "the background is not blurred"
+
+
+def test_default_colour_is_white(real_batch: GimpRun, torchserve_server: object) -> None:
+    """GIMP 3.0 drops colour defaults over the PDB: a script leaving the colour unset still gets white."""
+    case = real_batch.case("default_colour")
+    assert case["status"] == "success", case.get("error")
+    photo = layer_pixels(real_batch, case)
+    assert_composite(exported(case, real_batch), photo, gimp_mask(real_batch, case), (255, 255, 255))
+
+
+@pytest.mark.parametrize(
+    "name,needles",
+    [
+        ("server_down", ["Cannot reach the Replace Background server", "connection refused", "make serve"]),
+        ("wrong_key", ["rejected the inference key", "key_file.json"]),
+        ("no_key", ["requires an inference key and none was given"]),
+        ("wrong_model", ["has no model 'no_such_model'", "Model name"]),
+    ],
+)
+def test_failures_leave_the_image_unchanged(real_batch: GimpRun, name: str, needles: list[str]) -> None:
+    case = real_batch.case(name)
+    assert case["status"] == "execution-error"
+    for needle in needles:
+        assert needle in case["error"], case["error"]
+    assert "Fix:" in case["error"]
+    assert_unchanged(case)
+    assert not case["undo_dirty"]
+
+
+def test_key_file_argument(real_batch: GimpRun, torchserve_server: object) -> None:
+    if not any(c["name"] == "key_file" for c in real_batch.results.get("cases", [])):
+        pytest.skip("the torchserve_server fixture exposes no key file (no .workdir)")
+    case = real_batch.case("key_file")
+    assert case["status"] == "success", case.get("error")
+    assert_same_mask(gimp_mask(real_batch, case), server_mask(torchserve_server, layer_pixels(real_batch, case)))
+
+
+# --- batch 3: a 24-megapixel photo -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_24_megapixel_photo(gimp_ready: None, torchserve_server: object, tmp_path: Path) -> None:
+    photo = in_job(tmp_path, PHOTO)
+    case = {"name": "big", "input": photo, "setup": {"scale": [6000, 4000]},
+            "args": {"server-url": torchserve_server.inference_url, "model-name": torchserve_server.model_name,
+                     "inference-key": torchserve_server.inference_key, "timeout": 600,
+                     "background": "color", "background-color": BLUE}}
+    run = run_gimp(tmp_path, [case])
+    res = run.case("big")
+    assert res["status"] == "success", res.get("error")
+    assert res["mask_size"] == [6000, 4000]
+    mask = gimp_mask(run, res)
+    assert_same_mask(mask, server_mask(torchserve_server, layer_pixels(run, res)))
+    print(f"24 MP run in GIMP: {res['seconds']:.1f} s")
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
