@@ -1,0 +1,275 @@
+"""A real TorchServe (the ``torchserve_server`` fixture): modes, alignment, auth, errors, batching,
+the management API, metrics, key rotation, the batch client, and a clean stop."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from handler import client as client_mod
+from handler import serve
+from segmenter import imaging
+from segmenter.inference import Segmenter
+from tests.conftest import BATCH_MODEL_NAME, BATCH_SETTINGS, skip_without_torchserve
+from tests.handler import images
+
+pytestmark = pytest.mark.serve
+
+PNG = images.encode(images.subject_photo())
+
+
+def post(server, data: bytes | None = None, headers: dict | None = None, files: dict | None = None,
+         fields: dict | None = None, model: str | None = None, key: str | None = "inference") -> requests.Response:
+    url = f"{server.inference_url}/predictions/{model or server.model_name}"
+    h = dict(server.auth(key) if key else {})
+    if data is not None:
+        h["Content-Type"] = "application/octet-stream"
+    h.update(headers or {})
+    return requests.post(url, data=data if data is not None else fields, files=files, headers=h, timeout=120)
+
+
+def as_image(r: requests.Response) -> Image.Image:
+    assert r.status_code == 200, r.text[:300]
+    img = Image.open(io.BytesIO(r.content))
+    img.load()
+    return img
+
+
+def describe(server, name: str | None = None) -> requests.Response:
+    return requests.get(f"{server.management_url}/models/{name or server.model_name}",
+                        headers=server.auth("management"), timeout=30)
+
+
+def worker_pids(server, name: str | None = None) -> list[int]:
+    r = describe(server, name)
+    r.raise_for_status()
+    return sorted(w["pid"] for w in r.json()[0]["workers"] if w["status"] == "READY")
+
+
+def test_workers_ready_and_config_applied(torchserve_server) -> None:
+    d = describe(torchserve_server).json()[0]
+    assert d["modelName"] == "person_segmenter" and d["workers"]
+    assert all(w["status"] == "READY" for w in d["workers"])
+    assert d["batchSize"] == 1 and d["minWorkers"] == 1 and d["maxWorkers"] == 1
+    assert torchserve_server.key_file.is_file() and torchserve_server.inference_url.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("how", ["raw+headers", "multipart"])
+@pytest.mark.parametrize("options,mode,ctype", [
+    ({}, "L", "image/png"),
+    ({"mode": "cutout"}, "RGBA", "image/png"),
+    ({"mode": "composite"}, "RGB", "image/png"),
+    ({"mode": "composite", "background": "#00ff00"}, "RGB", "image/png"),
+    ({"mode": "composite", "background": "blur", "blur_radius": "5"}, "RGB", "image/png"),
+    ({"mode": "composite", "background": "transparent"}, "RGBA", "image/png"),
+    ({"mode": "composite", "background": "blur", "format": "jpeg"}, "RGB", "image/jpeg"),
+    ({"mode": "mask", "refine": "bilinear"}, "L", "image/png"),
+])
+def test_every_mode_over_http(torchserve_server, how: str, options: dict, mode: str, ctype: str) -> None:
+    if how == "multipart":
+        r = post(torchserve_server, files={"image": ("p.png", PNG, "image/png")}, fields=options)
+    else:
+        hdrs = {f"X-{k.replace('_', '-').title()}": v for k, v in options.items()}
+        r = post(torchserve_server, PNG, headers=hdrs)
+    img = as_image(r)
+    assert r.headers["Content-Type"] == ctype and img.mode == mode
+    assert img.size == images.SUBJECT_SIZE and r.headers["X-Image-Size"] == "360x240"
+
+
+def test_uploaded_background_over_http(torchserve_server) -> None:
+    bg = images.encode(images.noise_photo((90, 500), seed=4), "JPEG")
+    files = {"image": ("p.png", PNG, "image/png"), "background": ("bg.jpg", bg, "image/jpeg")}
+    r = post(torchserve_server, files=files, fields={"mode": "composite", "format": "jpeg"})
+    img = as_image(r)
+    assert img.format == "JPEG" and img.size == images.SUBJECT_SIZE
+
+
+@pytest.mark.parametrize("kind", ["png", "exif_rotated_jpeg"])
+def test_served_mask_equals_in_process_mask(torchserve_server, serving_checkpoint: Path, kind: str) -> None:
+    """Same size as the upright photo, and the same values as ``Segmenter.predict`` (within 1 level)."""
+    data = PNG if kind == "png" else images.exif_rotated_jpeg(images.subject_photo())
+    served = np.asarray(as_image(post(torchserve_server, data)))
+    photo = imaging.decode_image(data)
+    assert served.shape == (photo.height, photo.width) == (240, 360)
+    local = Segmenter.from_checkpoint(serving_checkpoint, device="cpu").predict([photo])[0]
+    diff = np.abs(served.astype(int) - local.astype(int))
+    assert diff.max() <= 1, f"max difference {diff.max()}, {np.count_nonzero(diff)} pixels differ"
+
+
+def test_cutout_keeps_every_photo_pixel(torchserve_server) -> None:
+    mask = np.asarray(as_image(post(torchserve_server, PNG)))
+    cut = np.asarray(as_image(post(torchserve_server, PNG, headers={"X-Mode": "cutout"})))
+    np.testing.assert_array_equal(cut[..., :3], np.asarray(images.subject_photo()))
+    np.testing.assert_array_equal(cut[..., 3], mask)
+
+
+@pytest.mark.parametrize("auth", ["none", "wrong", "management key"])
+def test_inference_needs_the_inference_key(torchserve_server, auth: str) -> None:
+    headers = {"Content-Type": "image/png"}
+    if auth == "wrong":
+        headers["Authorization"] = "Bearer not-the-key"
+    elif auth == "management key":
+        headers["Authorization"] = f"Bearer {torchserve_server.management_key}"
+    r = requests.post(torchserve_server.predictions_url, data=PNG, headers=headers, timeout=30)
+    assert r.status_code in (400, 401) and "InvalidKeyException" in r.text
+    assert "not-the-key" not in r.text
+
+
+def test_management_needs_the_management_key(torchserve_server) -> None:
+    r = requests.get(f"{torchserve_server.management_url}/models", timeout=30,
+                     headers={"Authorization": f"Bearer {torchserve_server.inference_key}"})
+    assert r.status_code in (400, 401) and "InvalidKeyException" in r.text
+
+
+def test_bad_inputs_are_4xx_json_and_the_worker_survives(torchserve_server) -> None:
+    before = worker_pids(torchserve_server)
+    jpeg = images.encode(images.noise_photo((300, 200)), "JPEG")
+    cases = [
+        (post(torchserve_server, b""), 400, "empty"),
+        (post(torchserve_server, b"definitely not a picture" * 4), 400, "not an image"),
+        (post(torchserve_server, jpeg[: len(jpeg) // 2]), 400, "truncated"),
+        (post(torchserve_server, images.encode(Image.new("RGB", (1, 1)))), 400, "at least 16"),
+        (post(torchserve_server, images.png_bomb_header()), 413, "megapixels"),
+        (post(torchserve_server, PNG, headers={"X-Mode": "sketch"}), 400, "unknown mode"),
+        (post(torchserve_server, PNG, headers={"X-Background": "purple-ish"}), 400, "unknown background"),
+        (post(torchserve_server, files={"image": ("p.png", PNG, "image/png"),
+                                        "background": ("b.png", b"\x89PNG\r\n\x1a\n" + bytes(300), "image/png")},
+              fields={"mode": "composite"}), 400, "background image"),
+        (post(torchserve_server, files={"photo": ("p.png", PNG, "image/png")}), 400, "unknown multipart field"),
+    ]
+    for r, status, words in cases:
+        assert r.status_code == status, (words, r.status_code, r.text[:200])
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert words in r.json()["error"], r.json()
+    assert as_image(post(torchserve_server, PNG)).size == images.SUBJECT_SIZE
+    assert worker_pids(torchserve_server) == before  # no worker died and restarted
+
+
+def test_query_parameters_do_not_reach_the_handler(torchserve_server) -> None:
+    """A TorchServe limitation the API documents: ``?mode=cutout`` is ignored on /predictions."""
+    r = post(torchserve_server, PNG, model=f"{torchserve_server.model_name}?mode=cutout")
+    assert as_image(r).mode == "L"
+
+
+def test_metrics_are_prometheus_text(torchserve_server) -> None:
+    post(torchserve_server, PNG)
+    r = requests.get(f"{torchserve_server.metrics_url}/metrics", timeout=30)
+    assert r.status_code == 200 and "ts_inference_requests_total" in r.text
+
+
+def test_management_workflow_and_mixed_batch(torchserve_server) -> None:
+    """Register a batching archive, check a mixed batch, scale, describe, unregister."""
+    mgmt, auth = torchserve_server.management_url, torchserve_server.auth("management")
+    r = requests.post(f"{mgmt}/models", headers=auth, timeout=180,
+                      params={"url": f"{BATCH_MODEL_NAME}.mar", "initial_workers": 1, "synchronous": "true"})
+    assert r.status_code == 200, r.text
+    try:
+        again = requests.post(f"{mgmt}/models", params={"url": f"{BATCH_MODEL_NAME}.mar"}, headers=auth, timeout=60)
+        assert again.status_code == 409, again.text
+        missing = requests.post(f"{mgmt}/models", params={"url": "no_such_model.mar"}, headers=auth, timeout=60)
+        assert missing.status_code == 404, missing.text
+        d = describe(torchserve_server, BATCH_MODEL_NAME).json()[0]
+        assert d["batchSize"] == BATCH_SETTINGS["batchSize"]
+        assert d["maxBatchDelay"] == BATCH_SETTINGS["maxBatchDelay"]
+
+        # four concurrent requests, two of them bad, of different sizes: one batch, per-request answers
+        bodies = [PNG, b"junk", images.encode(images.noise_photo((500, 120), seed=2), "JPEG"), b""]
+        results: list[requests.Response | None] = [None] * 4
+        barrier = threading.Barrier(4)
+
+        def send(i: int) -> None:
+            barrier.wait()
+            results[i] = post(torchserve_server, bodies[i], model=BATCH_MODEL_NAME)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert [r.status_code for r in results] == [200, 400, 200, 400], [r.text[:100] for r in results]
+        assert as_image(results[0]).size == (360, 240) and as_image(results[2]).size == (500, 120)
+        assert "not an image" in results[1].json()["error"] and "empty" in results[3].json()["error"]
+        assert int(results[0].headers["X-Batch-Size"]) > 1, "requests were not batched"
+
+        r = requests.put(f"{mgmt}/models/{BATCH_MODEL_NAME}", headers=auth, timeout=180,
+                         params={"min_worker": 2, "max_worker": 2, "synchronous": "true"})
+        assert r.status_code == 200, r.text
+        assert len(worker_pids(torchserve_server, BATCH_MODEL_NAME)) == 2
+        r = requests.put(f"{mgmt}/models/{BATCH_MODEL_NAME}", headers=auth, timeout=180,
+                         params={"min_worker": 1, "max_worker": 1, "synchronous": "true"})
+        assert r.status_code == 200 and len(worker_pids(torchserve_server, BATCH_MODEL_NAME)) == 1
+    finally:
+        r = requests.delete(f"{mgmt}/models/{BATCH_MODEL_NAME}", headers=auth, timeout=120)
+    assert r.status_code == 200, r.text
+    assert describe(torchserve_server, BATCH_MODEL_NAME).status_code == 404
+    assert as_image(post(torchserve_server, PNG)).mode == "L"  # the main model is untouched
+
+
+def test_rotating_the_inference_key(torchserve_server) -> None:
+    old = torchserve_server.inference_key
+    new = serve.rotate_key(torchserve_server)
+    assert new != old and torchserve_server.inference_key == new
+    r = requests.post(torchserve_server.predictions_url, data=PNG, timeout=30,
+                      headers={"Content-Type": "image/png", "Authorization": f"Bearer {old}"})
+    assert r.status_code in (400, 401) and "InvalidKeyException" in r.text
+    assert as_image(post(torchserve_server, PNG)).mode == "L"
+
+
+def test_batch_client_reports_errors_and_never_overwrites(torchserve_server, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        images.subject_photo(seed=i).save(src / f"photo{i}.jpg", quality=92)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    args = [str(src), "--out", str(out), "--url", torchserve_server.inference_url,
+            "--key-file", str(torchserve_server.key_file), "--background", "#336699"]
+    assert client_mod.main(args) == 1  # one file failed
+    err = capsys.readouterr().err
+    assert "broken.png FAILED: HTTP 400" in err and "3 done, 0 skipped, 1 failed" in err
+    outputs = sorted(p.name for p in out.iterdir())
+    assert outputs == ["photo0.png", "photo1.png", "photo2.png"]
+    assert Image.open(out / "photo0.png").size == images.SUBJECT_SIZE
+    stamp = (out / "photo0.png").stat().st_mtime_ns
+    assert client_mod.main(args[:-2] + ["--mode", "cutout"]) == 1
+    assert "0 done, 3 skipped, 1 failed" in capsys.readouterr().err
+    assert (out / "photo0.png").stat().st_mtime_ns == stamp
+    assert client_mod.main([str(src / "photo0.jpg"), *args[1:], "--overwrite", "--format", "jpeg"]) == 0
+    assert Image.open(out / "photo0.jpg").format == "JPEG"
+
+
+def test_client_library_errors_are_readable(torchserve_server) -> None:
+    c = client_mod.Client(torchserve_server.inference_url, key="wrong", key_file=None)
+    with pytest.raises(client_mod.ClientError, match="rotate-key"):
+        c.process(PNG)
+    c = client_mod.Client(torchserve_server.inference_url, key_file=torchserve_server.key_file)
+    with pytest.raises(client_mod.ClientError, match="unknown mode") as info:
+        c.process(PNG, mode="sketch")
+    assert info.value.status == 400
+    assert c.process(PNG, mode="mask").content_type == "image/png"
+
+
+def test_start_and_stop_leave_nothing_running(tmp_path: Path, served_model_store: Path) -> None:
+    """A second instance next to the session one (own folder, TMPDIR, ports); stop ends every process."""
+    skip_without_torchserve()
+    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    server = serve.start_server(tmp_path / "ts", served_model_store, ports=ports)
+    try:
+        assert serve._group_alive(server.pid) and server.key_file.is_file()
+        with pytest.raises(serve.ServeError, match="already running"):
+            serve.start_server(tmp_path / "ts", served_model_store, ports=ports)
+        assert as_image(post(server, PNG)).mode == "L"
+    finally:
+        assert serve.stop_server(server.workdir) is True
+    assert not serve._group_alive(server.pid)
+    assert not server.key_file.exists() and not (server.workdir / serve.STATE_NAME).exists()
+    assert serve.stop_server(server.workdir) is False
+    cfg = serve.read_properties(server.workdir / "config.properties")
+    assert cfg["inference_address"] == f"http://127.0.0.1:{ports['inference']}"
+    assert cfg["disable_token_authorization"] == "false" and cfg["model_store"] == str(served_model_store)
