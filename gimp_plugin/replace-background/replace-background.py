@@ -485,8 +485,12 @@ def apply_edit(
             progress(0.8)
             _fault_point("edit")
             if opts.output == "apply":
-                result.set_name(layer.get_name())
-                image.remove_layer(layer)  # the last step: nothing after it can fail
+                name = layer.get_name()
+                image.remove_layer(layer)  # the last real step: nothing after it may fail
+                try:
+                    result.set_name(name)  # only now is the name free (else GIMP makes it "name #1")
+                except Exception as exc:
+                    _log("could not rename the result layer:", exc)
             else:
                 result.set_name(f"{layer.get_name()} (background replaced)")
                 layer.set_visible(False)

@@ -171,6 +171,10 @@ def run_case(proc, case):
                 with open(os.path.join(OUT_DIR, name + ".mask.y8"), "wb") as fh:
                     fh.write(pixels(mask, "Y u8"))
                 res["mask_size"] = [mask.get_width(), mask.get_height()]
+            if bl is not None:
+                with open(os.path.join(OUT_DIR, name + ".background.rgba"), "wb") as fh:
+                    fh.write(pixels(bl))
+                res["background_size"] = [bl.get_width(), bl.get_height()]
             res["result_offsets"] = list(target.get_offsets()[1:])
             res["result_size"] = [target.get_width(), target.get_height()]
             res["result_has_mask"] = mask is not None
