@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ REPO = HERE.parents[1]
 PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
 CHROOT_RUN = HERE / "gimp-chroot-run.sh"
 DRIVER = HERE / "gimp_driver.py"
+INSTALLER = REPO / "gimp_plugin" / "install.sh"
 DEFAULT_ROOT = "/var/cache/replace-background/gimp3-root"
 JOB_MOUNT = "/rbjob"  # where the job folder appears inside the root
 PROC_NAME = "python-fu-replace-background"
@@ -76,12 +76,8 @@ def in_job(job_dir: Path, host_file: Path, name: str | None = None) -> str:
 
 
 def _install_plugin(profile: Path) -> None:
-    dest = profile / "plug-ins" / PLUGIN_DIR.name
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(PLUGIN_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    main = dest / f"{PLUGIN_DIR.name}.py"
-    main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    """Install with the project's own installer, so the tests also prove that install.sh works."""
+    subprocess.run(["bash", str(INSTALLER), str(profile / "plug-ins")], check=True, capture_output=True)
 
 
 def run_gimp(
