@@ -608,7 +608,7 @@ class ReplaceBackground(Gimp.PlugIn):
         procedure.set_attribution("replace-background contributors", "MIT licence", "2025")
 
         white = Gegl.Color.new(DEFAULT_COLOR)
-        procedure.add_string_argument("server-url", "Server _URL", "TorchServe inference address", core.DEFAULT_URL, rw)
+        procedure.add_string_argument("server-url", "Ser_ver URL", "TorchServe inference address", core.DEFAULT_URL, rw)
         procedure.add_string_argument("model-name", "_Model name", "Served model name", core.DEFAULT_MODEL, rw)
         procedure.add_string_argument(
             "inference-key", "Inference _key", "TorchServe inference key (empty: use Key file, or none)", "", rw
@@ -621,23 +621,23 @@ class ReplaceBackground(Gimp.PlugIn):
         procedure.add_choice_argument(
             "background", "_Background", "What goes behind the person", _choice(BACKGROUNDS), "color", rw
         )
-        procedure.add_color_argument("background-color", "Background _colour", "Colour of the new background",
+        procedure.add_color_argument("background-color", "Background colo_ur", "Colour of the new background",
                                      False, white, rw)
         procedure.add_file_argument(
             "background-image", "Background _image", "Image scaled to cover the layer and centred",
             Gimp.FileChooserAction.OPEN, True, None, rw,
         )
         procedure.add_double_argument(
-            "blur-radius", "B_lur radius (px)", "Blur of the photo for Background=blur; 0 = 2% of the layer diagonal",
+            "blur-radius", "Blur ra_dius (px)", "Blur of the photo for Background=blur; 0 = 2% of the layer diagonal",
             0.0, 500.0, 0.0, rw,
         )
-        procedure.add_choice_argument("output", "_Output", "How the result is added", _choice(OUTPUTS), "mask", rw)
+        procedure.add_choice_argument("output", "Out_put", "How the result is added", _choice(OUTPUTS), "mask", rw)
         procedure.add_int_argument(
             "grow", "_Grow mask (px)", "Grow the person mask by this many pixels; negative values shrink it",
             -100, 100, 0, rw,
         )
         procedure.add_double_argument(
-            "feather", "_Feather edges (px)", "Soften the mask edge over about this many pixels", 0.0, 100.0, 0.0, rw
+            "feather", "F_eather edges (px)", "Soften the mask edge over about this many pixels", 0.0, 100.0, 0.0, rw
         )
         procedure.add_layer_return_value(
             "result-layer", "Result layer", "The layer holding the person (the original layer for Output=mask)",
@@ -657,8 +657,11 @@ class ReplaceBackground(Gimp.PlugIn):
         config: Gimp.ProcedureConfig,
         run_data: object,
     ) -> Gimp.ValueArray:
-        if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            # show white, not the transparent black GIMP 3.0 hands over for an unset colour
+            config.set_property("background-color", _color_or_default(config.get_property("background-color")))
+            if not show_dialog(procedure, config):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
         try:
             opts = Options.from_config(config)
             result, background = replace_background(image, list(drawables), opts)

@@ -125,8 +125,15 @@ def prepare(image, setup):
     return layer
 
 
-def set_args(config, image, layer, args):
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+RUN_MODES = {
+    "noninteractive": Gimp.RunMode.NONINTERACTIVE,
+    "interactive": Gimp.RunMode.INTERACTIVE,  # needs a display: see gimp_ui_run.sh
+    "last-vals": Gimp.RunMode.WITH_LAST_VALS,
+}
+
+
+def set_args(config, image, layer, args, run_mode="noninteractive"):
+    config.set_property("run-mode", RUN_MODES[run_mode])
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
     for name, value in args.items():
@@ -155,7 +162,7 @@ def run_case(proc, case):
         res["before"] = describe(image)
 
         config = proc.create_config()
-        set_args(config, image, layer, case.get("args", {}))
+        set_args(config, image, layer, case.get("args", {}), case.get("run_mode", "noninteractive"))
         t0 = time.monotonic()
         result = proc.run(config)
         res["seconds"] = round(time.monotonic() - t0, 3)

@@ -20,6 +20,8 @@ PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
 CHROOT_RUN = HERE / "gimp-chroot-run.sh"
 DRIVER = HERE / "gimp_driver.py"
 INSTALLER = REPO / "gimp_plugin" / "install.sh"
+UI_RUN = HERE / "gimp_ui_run.sh"
+SCREENSHOT = HERE / "gimp_screenshot.py"
 DEFAULT_ROOT = "/var/cache/replace-background/gimp3-root"
 JOB_MOUNT = "/rbjob"  # where the job folder appears inside the root
 PROC_NAME = "python-fu-replace-background"
@@ -42,6 +44,18 @@ def unavailable_reason(root: Path | None = None) -> str | None:
     for tool in ("unshare", "chroot", "mount"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed on this host"
+    return None
+
+
+def ui_unavailable_reason(root: Path | None = None) -> str | None:
+    """Why the dialog test cannot run (no virtual X server in the root), or None."""
+    root = root or gimp_root()
+    reason = unavailable_reason(root)
+    if reason:
+        return reason
+    for tool in ("usr/bin/Xvfb", "usr/bin/xdotool"):
+        if not (root / tool).exists():
+            return f"the GIMP root {root} has no {tool}: re-run `make gimp-root` to add xvfb and xdotool"
     return None
 
 
@@ -81,9 +95,17 @@ def _install_plugin(profile: Path) -> None:
 
 
 def run_gimp(
-    job_dir: Path, cases: list[dict], env: dict[str, str] | None = None, timeout: float = 900, root: Path | None = None
+    job_dir: Path,
+    cases: list[dict],
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    root: Path | None = None,
+    ui: bool = False,
 ) -> GimpRun:
-    """Run ``cases`` (see gimp_driver.py) in one headless GIMP; paths in cases are GIMP-side (/rbjob/...)."""
+    """Run ``cases`` (see gimp_driver.py) in one headless GIMP; paths in cases are GIMP-side (/rbjob/...).
+
+    ``ui=True`` runs GIMP under a virtual display that accepts the plug-in's dialogs (gimp_ui_run.sh).
+    """
     root = root or gimp_root()
     job_dir.mkdir(parents=True, exist_ok=True)
     profile = job_dir / "profile"
@@ -94,7 +116,8 @@ def run_gimp(
         else:
             profile.mkdir()
     _install_plugin(profile)
-    shutil.copyfile(DRIVER, job_dir / "gimp_driver.py")
+    for helper in (DRIVER, UI_RUN, SCREENSHOT):
+        shutil.copyfile(helper, job_dir / helper.name)
     (job_dir / "job.json").write_text(json.dumps({"cases": cases}, indent=1))
     results_file = job_dir / "results.json"
     results_file.unlink(missing_ok=True)
@@ -102,7 +125,8 @@ def run_gimp(
            "-e", f"GIMP3_DIRECTORY={JOB_MOUNT}/profile", "-e", f"RB_JOB={JOB_MOUNT}/job.json"]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
-    cmd += ["--", "gimp-console-3.0", "-i", "-d", "-f", "--batch-interpreter=python-fu-eval",
+    cmd += ["--", *(["bash", f"{JOB_MOUNT}/{UI_RUN.name}"] if ui else [])]
+    cmd += ["gimp-console-3.0", "-i", "-d", "-f", "--batch-interpreter=python-fu-eval",
             "-b", f'exec(open("{JOB_MOUNT}/gimp_driver.py").read())', "--quit"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, errors="replace")

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import requests
 from fake_mask_server import FakeMaskServer, ellipse_mask
-from gimp_harness import PROC_NAME, GimpRun, in_job, run_gimp, unavailable_reason
+from gimp_harness import PROC_NAME, GimpRun, in_job, run_gimp, ui_unavailable_reason, unavailable_reason
 from PIL import Image
 
 pytestmark = pytest.mark.gimp
@@ -451,3 +451,35 @@ def test_24_megapixel_photo(gimp_ready: None, torchserve_server: object, tmp_pat
     assert_same_mask(mask, server_mask(torchserve_server, layer_pixels(run, res)))
     print(f"24 MP run in GIMP: {res['seconds']:.1f} s")
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+# --- batch 4: the interactive dialog ----------------------------------------------------------------
+
+
+def test_dialog_runs_and_remembers_the_options(tmp_path: Path) -> None:
+    """Filters > Enhance > Replace Background…: the ProcedureDialog opens, OK runs it, and a later
+    'Repeat' (WITH_LAST_VALS, no arguments given) reuses what the dialog ran with."""
+    reason = ui_unavailable_reason()
+    if reason:
+        print(f"SKIP dialog test: {reason}")
+        pytest.skip(reason)
+    photo = in_job(tmp_path, PHOTO)
+    with FakeMaskServer(key="k") as srv:
+        cases = [
+            {"name": "dialog", "input": photo, "run_mode": "interactive",
+             "args": {"server-url": srv.url, "inference-key": "k", "background": "color",
+                      "background-color": BLUE, "output": "new-layer"}},
+            {"name": "repeat", "input": photo, "run_mode": "last-vals"},
+        ]
+        run = run_gimp(tmp_path, cases, ui=True, timeout=300)
+        assert len(srv.requests) == 2, run.log[-3000:]
+    assert (tmp_path / "dialog-1.png").exists(), "no dialog appeared:\n" + run.log[-3000:]
+    for name in ("dialog", "repeat"):
+        case = run.case(name)
+        assert case["status"] == "success", (case.get("error"), run.log[-3000:])
+        after = case["after"]["layers"]
+        assert after[0]["name"].endswith("(background replaced)"), "last values (new-layer output) not reused"
+        photo_px = layer_pixels(run, case)
+        mask = np.frombuffer(ellipse_mask(512, 512), np.uint8).reshape(512, 512)
+        assert_composite(exported(case, run), photo_px, mask, BLUE_RGB)
+    assert "duplicate mnemonic" not in run.log, "two dialog labels share a keyboard shortcut"
