@@ -365,9 +365,10 @@ def explain_http_error(status: int, body: bytes, settings: ServerSettings) -> st
                 "Inference key, or point Key file at that file."
             )
         return (
-            f"The server rejected the inference key ({said}). Fix: copy the current \"inference\" key from "
-            "the server's key_file.json (serve/key_file.json for `make serve`) into Inference key, or point "
-            "Key file at that file; keys change on every server restart and expire after a while."
+            f"The server rejected the inference key ({said}). Fix: point Key file at the server's key_file.json "
+            "(serve/key_file.json for `make serve`), which always holds the current key, or copy its "
+            "\"inference\" key into Inference key. Keys change when the server restarts and expire after 60 "
+            "minutes by default: renew with `python -m handler.serve rotate-key`."
         )
     if status == 404:
         return (
