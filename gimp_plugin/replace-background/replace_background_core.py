@@ -283,8 +283,8 @@ def predictions_url(base_url: str, model: str) -> str:
 def read_key_file(path: str) -> str:
     """Return the ``"inference"."key"`` of a TorchServe ``key_file.json``."""
     where = (
-        "TorchServe writes key_file.json into the folder it was started from (serve/key_file.json "
-        "for `make serve`) and rewrites it when it restarts"
+        "TorchServe writes it into the folder it was started from, serve/key_file.json for `make serve`, "
+        "and rewrites it when it restarts"
     )
     try:
         with open(path, encoding="utf-8") as fh:

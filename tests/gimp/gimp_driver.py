@@ -120,7 +120,17 @@ def prepare(image, setup):
         under.fill(Gimp.FillType.WHITE)
     if setup.get("select"):
         image.select_rectangle(Gimp.ChannelOps.REPLACE, *setup["select"])
+    if setup.get("delete_file"):  # e.g. a key file that vanished since the last run
+        os.remove(setup["delete_file"])
+    if setup.get("lock"):
+        layer.set_lock_content(True)
     image.set_selected_layers([layer])
+    if setup.get("group"):  # run on a layer group holding the photo
+        group = Gimp.GroupLayer.new(image, "group")
+        image.insert_layer(group, None, 0)
+        image.reorder_item(layer, group, 0)
+        image.set_selected_layers([group])
+        layer = group
     image.clean_all()
     return layer
 

@@ -162,6 +162,14 @@ def fake_batch(gimp_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Gi
         cases = [{"name": f"fake_{n}", "input": photo, "setup": {"old_mask": True},
                   "args": {**base, "model-name": m}} for n, m in faulty]
         cases.append({"name": "fake_slow", "input": photo, "args": {**base, "model-name": "fault-slow", "timeout": 2}})
+        (job / "files" / "not-an-image.png").write_text("this is text, not a PNG")
+        refused = [("refuse_group", {"group": True}, {}), ("refuse_locked", {"lock": True}, {}),
+                   ("refuse_bad_bg_image", {}, {"background": "image",
+                                                "background-image": "/rbjob/files/not-an-image.png"}),
+                   ("refuse_no_bg_image", {}, {"background": "image"}),
+                   ("refuse_bad_key_file", {}, {"inference-key": "", "key-file": "/rbjob/files/not-an-image.png"}),
+                   ("refuse_bad_url", {}, {"server-url": "localhost:8080"})]
+        cases += [{"name": n, "input": photo, "setup": st, "args": {**base, **args}} for n, st, args in refused]
         cases.append({"name": "fake_ok_soft", "input": photo, "setup": {"select": [0, 0, 64, 64]},
                       "args": {**base, "background": "transparent", "grow": -3, "feather": 6}})
         return run_gimp(job, cases)
@@ -216,6 +224,27 @@ def test_malformed_answers_fail_cleanly(fake_batch: GimpRun, name: str, needles:
         assert needle in case["error"]
     assert_unchanged(case)
     assert not case["undo_dirty"], "a failure before the edit must not leave an undo step"
+
+
+@pytest.mark.parametrize(
+    "name,needles",
+    [
+        ("refuse_group", ["is a layer group", "Merge Layer Group"]),
+        ("refuse_locked", ["locked pixels", "New layer"]),
+        ("refuse_bad_bg_image", ["could not open the background image", "not-an-image.png"]),
+        ("refuse_no_bg_image", ["no Background image was chosen"]),
+        ("refuse_bad_key_file", ["not-an-image.png cannot be read as JSON", "key_file.json"]),
+        ("refuse_bad_url", ["is not an http:// or https:// address"]),
+    ],
+)
+def test_bad_input_is_refused_before_any_change(fake_batch: GimpRun, name: str, needles: list[str]) -> None:
+    case = fake_batch.case(name)
+    assert case["status"] == "execution-error"
+    for needle in needles:
+        assert needle in case["error"], case["error"]
+    assert "Fix:" in case["error"]
+    assert_unchanged(case)
+    assert not case["undo_dirty"]
 
 
 @pytest.mark.parametrize("name", ["rollback_mask", "rollback_new-layer", "rollback_apply", "rollback_blur_alpha",
