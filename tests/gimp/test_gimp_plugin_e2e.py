@@ -7,12 +7,14 @@ The tests below then check pixels on the host: the mask GIMP holds equals the ma
 gives for the same layer pixels (fetched here with ``requests``), the composite's background is
 the chosen colour, and every failure leaves the image exactly as it was.
 
-Batches:
-- ``fake_batch``: the fake server's scripted faults (HTML, wrong size, truncated, too slow) and
-  faults injected half-way through the edit; no TorchServe needed. Also holds the
-  registration check.
-- ``real_batch``: the real TorchServe (``torchserve_server`` fixture of tests/conftest.py).
-- ``big_batch`` (slow): a 24-megapixel photo.
+Batches (no TorchServe needed for the first three):
+- ``fake_batch``: the fake server's scripted faults (HTML, wrong size, truncated, RGB, 4xx, too
+  slow), refusals before any change (group, locked layer, bad files or URL), grow/feather, and
+  the registration check.
+- ``rollback_batch``: a test hook (REPLACE_BACKGROUND_FAULT=edit) fails the edit half-way.
+- the dialog test: GIMP under a virtual X display; the dialog opens, OK runs it, Repeat reuses it.
+- ``real_batch`` (marker ``serve``): the real TorchServe (``torchserve_server`` of tests/conftest.py).
+- a 24-megapixel photo (markers ``serve``, ``slow``).
 Without root or the GIMP root every test here skips with the reason; they never pass silently.
 """
 
@@ -312,6 +314,7 @@ def real_batch(gimp_ready: None, torchserve_server: object, tmp_path_factory: py
     return run_gimp(job, cases)
 
 
+@pytest.mark.serve
 def test_layer_mask_equals_the_servers_mask(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("rgb_mask")
     assert case["status"] == "success", case.get("error")
@@ -329,6 +332,7 @@ def test_layer_mask_equals_the_servers_mask(real_batch: GimpRun, torchserve_serv
     assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
 
 
+@pytest.mark.serve
 def test_offset_smaller_layer(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("offset_layer")
     assert case["status"] == "success", case.get("error")
@@ -350,6 +354,7 @@ def test_offset_smaller_layer(real_batch: GimpRun, torchserve_server: object) ->
     assert under and under[0] == next(lyr for lyr in case["before"]["layers"] if lyr["name"] == "under")
 
 
+@pytest.mark.serve
 def test_greyscale_image(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("gray")
     assert case["status"] == "success", case.get("error")
@@ -360,6 +365,7 @@ def test_greyscale_image(real_batch: GimpRun, torchserve_server: object) -> None
     assert_composite(exported(case, real_batch), photo, mask, (64, 64, 64))
 
 
+@pytest.mark.serve
 def test_float_precision_image(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("float_precision")
     assert case["status"] == "success", case.get("error")
@@ -370,6 +376,7 @@ def test_float_precision_image(real_batch: GimpRun, torchserve_server: object) -
     assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
 
 
+@pytest.mark.serve
 def test_new_layer_output_keeps_the_original(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("u16_alpha_new_layer")
     assert case["status"] == "success", case.get("error")
@@ -384,6 +391,7 @@ def test_new_layer_output_keeps_the_original(real_batch: GimpRun, torchserve_ser
     assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
 
 
+@pytest.mark.serve
 def test_apply_output_with_transparent_background(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("apply_transparent")
     assert case["status"] == "success", case.get("error")
@@ -397,6 +405,7 @@ def test_apply_output_with_transparent_background(real_batch: GimpRun, torchserv
     assert np.abs(comp[seen][:, :3].astype(int) - photo[seen][:, :3]).max() <= 1
 
 
+@pytest.mark.serve
 def test_image_background_is_scaled_to_cover(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("image_background")
     assert case["status"] == "success", case.get("error")
@@ -409,6 +418,7 @@ def test_image_background_is_scaled_to_cover(real_batch: GimpRun, torchserve_ser
     assert_composite(exported(case, real_batch), photo, gimp_mask(real_batch, case), bg)
 
 
+@pytest.mark.serve
 def test_blur_background(real_batch: GimpRun, torchserve_server: object) -> None:
     case = real_batch.case("blur_background")
     assert case["status"] == "success", case.get("error")
@@ -427,6 +437,7 @@ def test_blur_background(real_batch: GimpRun, torchserve_server: object) -> None
     assert_composite(exported(case, real_batch), photo, gimp_mask(real_batch, case), bg)
 
 
+@pytest.mark.serve
 def test_default_colour_is_white(real_batch: GimpRun, torchserve_server: object) -> None:
     """GIMP 3.0 drops colour defaults over the PDB: a script leaving the colour unset still gets white."""
     case = real_batch.case("default_colour")
@@ -444,6 +455,7 @@ def test_default_colour_is_white(real_batch: GimpRun, torchserve_server: object)
         ("wrong_model", ["has no model 'no_such_model'", "Model name"]),
     ],
 )
+@pytest.mark.serve
 def test_failures_leave_the_image_unchanged(real_batch: GimpRun, name: str, needles: list[str]) -> None:
     case = real_batch.case(name)
     assert case["status"] == "execution-error"
@@ -454,6 +466,7 @@ def test_failures_leave_the_image_unchanged(real_batch: GimpRun, name: str, need
     assert not case["undo_dirty"]
 
 
+@pytest.mark.serve
 def test_key_file_argument(real_batch: GimpRun, torchserve_server: object) -> None:
     if not any(c["name"] == "key_file" for c in real_batch.results.get("cases", [])):
         pytest.skip("the torchserve_server fixture exposes no key file (no .workdir)")
@@ -465,6 +478,7 @@ def test_key_file_argument(real_batch: GimpRun, torchserve_server: object) -> No
 # --- batch 3: a 24-megapixel photo -----------------------------------------------------------------
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 def test_24_megapixel_photo(gimp_ready: None, torchserve_server: object, tmp_path: Path) -> None:
     photo = in_job(tmp_path, PHOTO)
