@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -26,6 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from typing import TypeVar
+
+try:  # a stripped-down bundled Python may lack ssl; plain http:// must still work then
+    import ssl
+except ImportError:  # pragma: no cover - depends on the GIMP build
+    ssl = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -414,7 +418,7 @@ def explain_url_error(exc: BaseException, settings: ServerSettings) -> str:
         return timeout_message(settings)
     if isinstance(reason, socket.gaierror):
         return f"Cannot find the host in Server URL {url} ({reason}). Fix: use {DEFAULT_URL} for a local server."
-    if isinstance(reason, ssl.SSLError):
+    if ssl is not None and isinstance(reason, ssl.SSLError):
         return f"TLS failed for {url} ({reason}). Fix: use http:// for a local server, or fix its certificate."
     if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, HTTPException)):
         return (
