@@ -63,6 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 on a busy machine "
+                   "avoids OpenMP threads waiting on each other)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="run folder (default: runs/<date-time>, or the --resume run's folder)")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (same optimizer state and epoch)")
@@ -115,6 +117,8 @@ def training_state(model: UNet, optimizer: torch.optim.Optimizer, scaler: torch.
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rank, world = setup_distributed(device)
     main_proc = rank == 0
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main_proc else (lambda *a: None)
