@@ -1,0 +1,173 @@
+"""Guided (edge-aware) vs bilinear upsampling of the mask: boundary F-score at full resolution.
+
+    python benchmarks/refine_quality.py --checkpoint runs/ship-v1/best.pt \\
+        --data ../shared/datasets/ccp --data ../shared/datasets/eg1800 --data ../shared/datasets/vikram \\
+        --val-list training/splits/shared_val.txt
+
+The comparison runs ``training.evaluate.evaluate_samples`` — exactly what ``evaluate.py --refine
+guided|bilinear`` runs, i.e. the served path — once per method on the same decoded validation
+samples, and reports mean IoU and boundary F per method and dataset plus the paired per-image
+difference (guided - bilinear): its mean, a bootstrap 95% interval and how often guided wins.
+
+``--sweep`` also tries other guided-filter constants (work size, radius, eps) on the same
+low-resolution predictions (the network runs once) to check segmenter/refine.py's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from segmenter import refine
+from segmenter.inference import Segmenter, to_uint8
+from segmenter.preprocess import THRESHOLD
+from training.data import find_pairs, read_name_list
+from training.evaluate import evaluate_samples, iter_samples, summarize
+from training.metrics import image_metrics
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0, rounds: int = 2000) -> dict:
+    """Mean of a - b per image, a bootstrap 95% interval, and the share of images where a > b."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (rounds, len(d)))].mean(axis=1)
+    return {"mean": float(d.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "wins": float((d > 0).mean()), "ties": float((d == 0).mean()), "count": len(d)}
+
+
+def compare(segmenter: Segmenter, samples: list, batch_size: int) -> dict:
+    rows = {}
+    for method in ("guided", "bilinear"):
+        t0 = time.monotonic()
+        rows[method] = evaluate_samples(segmenter, samples, method, batch_size)
+        print(f"refine_quality: {method}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    result = {m: summarize(r) for m, r in rows.items()}
+    for metric in ("boundary_f", "iou"):
+        result[f"{metric}_guided_minus_bilinear"] = paired_difference(
+            [r[metric] for r in rows["guided"]], [r[metric] for r in rows["bilinear"]])
+    return result
+
+
+def guided_upsample_color(prob: torch.Tensor, image, work_size: int, radius_fraction: float,
+                          eps: float) -> torch.Tensor:
+    """Experimental: the guided filter with the RGB photo as guide (He et al., eq. 19) instead of luma.
+
+    Colour separates person from background where their brightness is the same; the price is a
+    3x3 solve per working-resolution pixel and three full-resolution coefficient maps.
+    """
+    import torch.nn.functional as F
+    from PIL import Image
+
+    width, height = image.size
+    scale = min(1.0, work_size / max(width, height))
+    ww, wh = max(1, round(width * scale)), max(1, round(height * scale))
+    small = image.resize((ww, wh), Image.Resampling.BILINEAR, reducing_gap=2.0) if (ww, wh) != image.size else image
+    guide = torch.from_numpy(np.array(small)).float().div_(255).permute(2, 0, 1)[None]  # 1x3xhxw
+    p = F.interpolate(prob.float()[None, None], size=(wh, ww), mode="bilinear", align_corners=False)
+    r = max(1, round(radius_fraction * max(ww, wh)))
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+
+    mean_i, mean_p = box(guide), box(p)
+    cov_ip = box(guide * p) - mean_i * mean_p  # 1x3xhxw
+    sigma = torch.empty(wh, ww, 3, 3)
+    for i in range(3):
+        for j in range(i, 3):
+            v = (box(guide[:, i:i + 1] * guide[:, j:j + 1]) - mean_i[:, i:i + 1] * mean_i[:, j:j + 1])[0, 0]
+            sigma[..., i, j] = v
+            sigma[..., j, i] = v
+    sigma += eps * torch.eye(3)
+    a = torch.linalg.solve(sigma, cov_ip[0].permute(1, 2, 0)[..., None])[..., 0].permute(2, 0, 1)[None]
+    b = mean_p - (a * mean_i).sum(1, keepdim=True)
+    mean_a, mean_b = box(a), box(b)
+    full = torch.from_numpy(np.array(image)).float().div_(255).permute(2, 0, 1)[None]
+    up = F.interpolate(torch.cat([mean_a, mean_b], 1), size=(height, width), mode="bilinear", align_corners=False)
+    out = (up[:, :3] * full).sum(1, keepdim=True) + up[:, 3:]
+    return out.clamp_(0.0, 1.0)[0, 0]
+
+
+def sweep(segmenter: Segmenter, samples: list, work_sizes: list[int], radii: list[float], epss: list[float],
+          color: bool = False) -> list:
+    """Mean boundary F / IoU for each guided-filter setting (plus bilinear) on shared predictions."""
+    variants = {"bilinear": refine.bilinear_upsample}
+    for w, r, e in itertools.product(work_sizes, radii, epss):
+        variants[f"guided ws={w} r={r:g} eps={e:g}"] = (
+            lambda prob, img, w=w, r=r, e=e: refine.guided_upsample(prob, img, w, r, e))
+        if color:
+            variants[f"colour-guided ws={w} r={r:g} eps={e:g}"] = (
+                lambda prob, img, w=w, r=r, e=e: guided_upsample_color(prob, img, w, r, e))
+    scores: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    threshold = round(THRESHOLD * 255)
+    for _, image, truth in samples:
+        prob = segmenter.predict_lowres([image])[0]
+        for name, fn in variants.items():
+            m = image_metrics(torch.from_numpy(to_uint8(fn(prob, image))) >= threshold, truth)
+            scores[name].append((m["boundary_f"], m["iou"]))
+    table = [{"setting": k, "boundary_f": float(np.mean([s[0] for s in v])), "iou": float(np.mean([s[1] for s in v]))}
+             for k, v in scores.items()]
+    return sorted(table, key=lambda row: -row["boundary_f"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", action="append", required=True, help="dataset root (repeatable)")
+    p.add_argument("--val-list", type=Path, required=True)
+    p.add_argument("--limit", type=int, help="at most N pairs, evenly spaced over the split (quick look)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--sweep", action="store_true", help="also try other guided-filter constants")
+    p.add_argument("--work-sizes", default="384,512,768")
+    p.add_argument("--radius-fractions", default="0.00390625,0.0078125,0.015625")
+    p.add_argument("--eps", default="1e-4,1e-3,1e-2")
+    p.add_argument("--color", action="store_true", help="also sweep the experimental colour-guided filter")
+    p.add_argument("--no-compare", action="store_true", help="only the sweep")
+    p.add_argument("--json", type=Path, help="write the results here as JSON")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(0)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
+    names = read_name_list(args.val_list)
+    pairs = [pair for pair in find_pairs(args.data) if pair.name in names]
+    if args.limit and args.limit < len(pairs):
+        pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, args.limit).round().astype(int)]
+    print(f"refine_quality: {args.checkpoint}, {len(pairs)} validation pairs, refine constants "
+          f"WORK_SIZE={refine.WORK_SIZE} RADIUS_FRACTION={refine.RADIUS_FRACTION:g} EPS={refine.EPS:g}",
+          file=sys.stderr)
+    samples = list(iter_samples(pairs))
+    result = {"checkpoint": str(args.checkpoint), "pairs": len(pairs),
+              "constants": {"WORK_SIZE": refine.WORK_SIZE, "RADIUS_FRACTION": refine.RADIUS_FRACTION,
+                            "EPS": refine.EPS}}
+    if not args.no_compare:
+        result.update(compare(segmenter, samples, args.batch_size))
+        print(f"{'method':<10} {'IoU':>7} {'BF':>7}")
+        for method in ("guided", "bilinear"):
+            print(f"{method:<10} {result[method]['mean_iou']:>7.4f} {result[method]['mean_boundary_f']:>7.4f}")
+        d = result["boundary_f_guided_minus_bilinear"]
+        print(f"boundary F, guided - bilinear: {d['mean']:+.4f} (95% CI {d['ci95'][0]:+.4f} to "
+              f"{d['ci95'][1]:+.4f}), guided better on {d['wins']:.0%} of {d['count']} images")
+    if args.sweep:
+        table = sweep(segmenter, samples, [int(x) for x in args.work_sizes.split(",")],
+                      [float(x) for x in args.radius_fractions.split(",")], [float(x) for x in args.eps.split(",")],
+                      args.color)
+        result["sweep"] = table
+        for row in table:
+            print(f"{row['setting']:<40} BF {row['boundary_f']:.4f}  IoU {row['iou']:.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
