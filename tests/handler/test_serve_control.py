@@ -1,0 +1,84 @@
+"""Server control and client pieces that need no running TorchServe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handler import client, serve
+from handler.request import RequestError, parse_options
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repository_config_is_safe() -> None:
+    props = serve.read_properties(REPO / "config.properties")
+    for kind in ("inference", "management", "metrics"):
+        assert props[f"{kind}_address"].startswith("http://127.0.0.1:")
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    assert props["disable_token_authorization"] == "false" and props["enable_model_api"] == "true"
+    assert props["metrics_mode"] == "prometheus" and props["default_workers_per_model"] == "1"
+    # a 24-MP RGBA PNG of noise (~96 MB) fits the response limit; so does the 64-MP worst case
+    assert int(props["max_response_size"]) > 64_000_000 * 4 * 1.01
+    assert int(props["max_request_size"]) > 24_000_000 * 6
+
+
+def test_write_config_overrides_removes_and_keeps_comments(tmp_path: Path) -> None:
+    base = tmp_path / "base.properties"
+    base.write_text("# comment\na=1\nb=2\nload_models=x.mar\n")
+    out = serve.write_config(base, tmp_path / "out.properties", {"a": "9", "load_models": None, "c": "3"})
+    text = out.read_text()
+    assert text.startswith("# comment\n")
+    assert serve.read_properties(out) == {"a": "9", "b": "2", "c": "3"}
+
+
+def test_stop_without_a_server_is_harmless(tmp_path: Path) -> None:
+    assert serve.stop_server(tmp_path) is False
+    assert serve.main(["stop", "--workdir", str(tmp_path)]) == 0
+    assert serve.main(["status", "--workdir", str(tmp_path)]) == 1
+
+
+def test_start_without_archive_says_how_to_build_it(tmp_path: Path) -> None:
+    from tests.conftest import skip_without_torchserve
+
+    skip_without_torchserve()
+    with pytest.raises(serve.ServeError, match="make mar"):
+        serve.start_server(tmp_path / "w", tmp_path)
+
+
+def test_options_validation() -> None:
+    assert parse_options({}).mode == "mask"
+    o = parse_options({"mode": "Composite", "background": "#0f0", "format": "JPG", "quality": "70"})
+    assert (o.mode, o.background, o.format, o.quality, o.content_type) == (
+        "composite", (0, 255, 0), "jpeg", 70, "image/jpeg")
+    assert parse_options({"mode": "composite", "background": "blur"}, has_background_image=True).background == "image"
+    with pytest.raises(RequestError, match="expected one of"):
+        parse_options({"refine": "sharp"})
+
+
+def test_client_output_names_collide_instead_of_overwriting(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "x.jpg").write_bytes(b"not sent")
+    inputs = list(client.find_images([tmp_path / "a", tmp_path / "b"]))
+    assert [p.parent.name for p in inputs] == ["a", "b"]
+
+    class Refusing(client.Client):
+        def process(self, image, **options):  # the second x.jpg must never be sent
+            raise client.ClientError("HTTP 400: nope", 400)
+
+    summary = client.replace_backgrounds(Refusing(), inputs, tmp_path / "out", log=lambda line: None)
+    assert len(summary.failed) == 2
+    assert "same output name" in summary.failed[0][1] or "same output name" in summary.failed[1][1]
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_client_without_server_explains(tmp_path: Path) -> None:
+    c = client.Client(f"http://127.0.0.1:{serve.free_port()}", key="k", key_file=None, timeout=5)
+    with pytest.raises(client.ClientError, match="make serve"):
+        c.process(b"abc")
+    c = client.Client(key_file=tmp_path / "missing.json")
+    with pytest.raises(client.ClientError, match="key file"):
+        c.key()
