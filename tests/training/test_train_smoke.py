@@ -141,3 +141,15 @@ def test_torchrun_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     assert "x 2 process(es)" in proc.stderr
     assert checkpoint.load(out / "last.pt")["epoch"] == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # only rank 0 writes
+
+
+def test_ship_writes_slim_weights_with_provenance(trained: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "shipped.pt"
+    proc = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(dst)])
+    assert proc.returncode == 0, proc.stderr
+    slim = checkpoint.load(dst)
+    assert "optimizer" not in slim and slim["config"]["base_filters"] == 4
+    assert json.loads(slim["provenance"])["epoch"] == 1
+    assert dst.stat().st_size < trained.stat().st_size
+    model, _ = checkpoint.load_model(dst)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -1,0 +1,55 @@
+"""Make a training checkpoint the model the project ships (``segmenter/weights/person_unet.pt``).
+
+Keeps only what serving needs — weights, the model config, and provenance (epoch, validation
+figures, the training arguments) — so the file stays small and carries no optimizer state.
+
+    python training/ship.py runs/ship-v1/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from segmenter import checkpoint
+
+
+def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS) -> dict:
+    """Write the slim checkpoint; returns its provenance."""
+    ckpt = checkpoint.load(src)
+    run = Path(src).parent
+    metrics = {}
+    if (run / "metrics.jsonl").is_file():
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        metrics = next((r for r in rows if r.get("epoch") == ckpt.get("epoch")), {})
+    provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics}
+    # Provenance as a JSON string: plain types only, so weights_only loading stays possible.
+    checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"],
+                            "provenance": json.dumps(provenance)}, dst)
+    return provenance
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--to", type=Path, default=checkpoint.SHIPPED_WEIGHTS)
+    args = p.parse_args(argv)
+    try:
+        info = ship(args.checkpoint, args.to)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"ship.py: error: {exc}", file=sys.stderr)
+        return 2
+    size = args.to.stat().st_size / 1e6
+    print(f"ship.py: wrote {args.to} ({size:.1f} MB) from {args.checkpoint}, epoch {info['epoch']}, "
+          f"val IoU {info['metrics'].get('val_iou', float('nan')):.4f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
