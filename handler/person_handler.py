@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
 from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
 from segmenter import checkpoint, imaging  # noqa: E402
 from segmenter.inference import Segmenter, to_uint8  # noqa: E402
+from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
 from segmenter.refine import upsample  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def _configure_threads(model_yaml: dict[str, Any]) -> int:
     return n
 
 
-def _header_getter(context: Any, idx: int):
+def _header_getter(context: Any, idx: int) -> Callable[[str], str | None]:
     """Case-insensitive request-header lookup for request ``idx``; returns str or None.
 
     The values include the client's Authorization header: never log what this returns wholesale.
@@ -95,7 +97,7 @@ class PersonSegmenterHandler(BaseHandler):
         gpu_id = context.system_properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
         model, config = checkpoint.load_model(os.path.join(context.system_properties["model_dir"], WEIGHTS_NAME))
-        self.segmenter = Segmenter(model, config.get("image_size", 256), device)
+        self.segmenter = Segmenter(model, config.get("image_size", DEFAULT_IMAGE_SIZE), device)
         self.initialized = True
         logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s",
                     device, self.segmenter.image_size, threads, self.segmenter.amp)
