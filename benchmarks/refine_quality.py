@@ -9,8 +9,8 @@ guided|bilinear`` runs, i.e. the served path — once per method on the same dec
 samples, and reports mean IoU and boundary F per method and dataset plus the paired per-image
 difference (guided - bilinear): its mean, a bootstrap 95% interval and how often guided wins.
 
-``--sweep`` also tries other guided-filter constants (work size, radius, eps) on the same
-low-resolution predictions (the network runs once) to check segmenter/refine.py's defaults.
+``--sweep`` also tries other guided-filter settings (guide rgb/luma, work size, radius, eps) on
+the same low-resolution predictions (the network runs once) to check segmenter/refine.py's defaults.
 """
 
 from __future__ import annotations
@@ -60,62 +60,13 @@ def compare(segmenter: Segmenter, samples: list, batch_size: int) -> dict:
     return result
 
 
-def guided_upsample_color(prob: torch.Tensor, image, work_size: int, radius_fraction: float,
-                          eps: float) -> torch.Tensor:
-    """Experimental: the guided filter with the RGB photo as guide (He et al., eq. 19) instead of luma.
-
-    Colour separates person from background where their brightness is the same; the price is a
-    3x3 solve per working-resolution pixel and three full-resolution coefficient maps.
-    """
-    import torch.nn.functional as F
-    from PIL import Image
-
-    width, height = image.size
-    scale = min(1.0, work_size / max(width, height))
-    ww, wh = max(1, round(width * scale)), max(1, round(height * scale))
-    small = image.resize((ww, wh), Image.Resampling.BILINEAR, reducing_gap=2.0) if (ww, wh) != image.size else image
-    guide = torch.from_numpy(np.array(small)).float().div_(255).permute(2, 0, 1)[None]  # 1x3xhxw
-    p = F.interpolate(prob.float()[None, None], size=(wh, ww), mode="bilinear", align_corners=False)
-    r = max(1, round(radius_fraction * max(ww, wh)))
-
-    def box(x: torch.Tensor) -> torch.Tensor:
-        return refine._box(x, r)
-
-    mean_i, mean_p = box(guide), box(p)
-    cov_ip = box(guide * p) - mean_i * mean_p  # 1x3xhxw
-
-    def var(i: int, j: int) -> torch.Tensor:
-        v = box(guide[:, i:i + 1] * guide[:, j:j + 1]) - mean_i[:, i:i + 1] * mean_i[:, j:j + 1]
-        return v + eps if i == j else v
-
-    # (Sigma + eps I)^-1 cov_ip per pixel with the closed-form symmetric 3x3 inverse (adjugate / det):
-    # elementwise maps, ~50x faster than a batched torch.linalg.solve here
-    rr, rg, rb, gg, gb, bb = var(0, 0), var(0, 1), var(0, 2), var(1, 1), var(1, 2), var(2, 2)
-    inv = [gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb, rr * bb - rb * rb, rb * rg - rr * gb,
-           rr * gg - rg * rg]  # adjugate: (0,0) (0,1) (0,2) (1,1) (1,2) (2,2)
-    det = rr * inv[0] + rg * inv[1] + rb * inv[2]
-    c0, c1, c2 = cov_ip[:, 0:1], cov_ip[:, 1:2], cov_ip[:, 2:3]
-    a = torch.cat([inv[0] * c0 + inv[1] * c1 + inv[2] * c2,
-                   inv[1] * c0 + inv[3] * c1 + inv[4] * c2,
-                   inv[2] * c0 + inv[4] * c1 + inv[5] * c2], 1) / det
-    b = mean_p - (a * mean_i).sum(1, keepdim=True)
-    mean_a, mean_b = box(a), box(b)
-    full = torch.from_numpy(np.array(image)).float().div_(255).permute(2, 0, 1)[None]
-    up = F.interpolate(torch.cat([mean_a, mean_b], 1), size=(height, width), mode="bilinear", align_corners=False)
-    out = (up[:, :3] * full).sum(1, keepdim=True) + up[:, 3:]
-    return out.clamp_(0.0, 1.0)[0, 0]
-
-
 def sweep(segmenter: Segmenter, samples: list, work_sizes: list[int], radii: list[float], epss: list[float],
-          color: bool = False) -> list:
+          guides: Sequence[str] = refine.GUIDES) -> list:
     """Mean boundary F / IoU for each guided-filter setting (plus bilinear) on shared predictions."""
     variants = {"bilinear": refine.bilinear_upsample}
-    for w, r, e in itertools.product(work_sizes, radii, epss):
-        variants[f"guided ws={w} r={r:g} eps={e:g}"] = (
-            lambda prob, img, w=w, r=r, e=e: refine.guided_upsample(prob, img, w, r, e))
-        if color:
-            variants[f"colour-guided ws={w} r={r:g} eps={e:g}"] = (
-                lambda prob, img, w=w, r=r, e=e: guided_upsample_color(prob, img, w, r, e))
+    for g, w, r, e in itertools.product(guides, work_sizes, radii, epss):
+        variants[f"guided {g} ws={w} r={r:g} eps={e:g}"] = (
+            lambda prob, img, g=g, w=w, r=r, e=e: refine.guided_upsample(prob, img, w, r, e, g))
     scores: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     threshold = round(THRESHOLD * 255)
     bar = Progress(len(samples), "sweep")
@@ -142,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work-sizes", default="384,512,768")
     p.add_argument("--radius-fractions", default="0.00390625,0.0078125,0.015625")
     p.add_argument("--eps", default="1e-4,1e-3,1e-2")
-    p.add_argument("--color", action="store_true", help="also sweep the experimental colour-guided filter")
+    p.add_argument("--guides", default=",".join(refine.GUIDES), help="guides to sweep (rgb, luma)")
     p.add_argument("--no-compare", action="store_true", help="only the sweep")
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     p.add_argument("--threads", type=int, default=1,
@@ -157,12 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit and args.limit < len(pairs):
         pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, args.limit).round().astype(int)]
     print(f"refine_quality: {args.checkpoint}, {len(pairs)} validation pairs, refine constants "
-          f"WORK_SIZE={refine.WORK_SIZE} RADIUS_FRACTION={refine.RADIUS_FRACTION:g} EPS={refine.EPS:g}",
+          f"WORK_SIZE={refine.WORK_SIZE} RADIUS_FRACTION={refine.RADIUS_FRACTION:g} EPS={refine.EPS:g} "
+          f"GUIDE={refine.GUIDE}",
           file=sys.stderr)
     samples = list(iter_samples(pairs))
     result = {"checkpoint": str(args.checkpoint), "pairs": len(pairs),
               "constants": {"WORK_SIZE": refine.WORK_SIZE, "RADIUS_FRACTION": refine.RADIUS_FRACTION,
-                            "EPS": refine.EPS}}
+                            "EPS": refine.EPS, "GUIDE": refine.GUIDE}}
     if not args.no_compare:
         result.update(compare(segmenter, samples, args.batch_size))
         print(f"{'method':<10} {'IoU':>7} {'BF':>7}")
@@ -174,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sweep:
         table = sweep(segmenter, samples, [int(x) for x in args.work_sizes.split(",")],
                       [float(x) for x in args.radius_fractions.split(",")], [float(x) for x in args.eps.split(",")],
-                      args.color)
+                      args.guides.split(","))
         result["sweep"] = table
         for row in table:
             print(f"{row['setting']:<40} BF {row['boundary_f']:.4f}  IoU {row['iou']:.4f}")

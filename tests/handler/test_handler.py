@@ -123,7 +123,7 @@ def test_known_subject_lands_where_it_is(stub_handler: PersonSegmenterHandler) -
         outside[y0 - 6:y1 + 6, x0 - 6:x1 + 6] = False
         # the guided filter lets the photo's texture through a little: allow it, not a wrong place
         assert inside.min() >= 220 and inside.mean() >= 250, (refine, inside.min(), inside.mean())
-        assert mask[outside].max() <= 30 and mask[outside].mean() <= 2, (refine, mask[outside].max())
+        assert mask[outside].max() <= 48 and mask[outside].mean() <= 2, (refine, mask[outside].max())
         # the 50% contour is within 2 px of the true edge on every side
         rows, cols = np.nonzero(mask >= 128)
         assert abs(cols.min() - x0) <= 2 and abs(cols.max() + 1 - x1) <= 2
