@@ -185,8 +185,9 @@ def test_uploaded_background_covers_the_photo(stub_handler: PersonSegmenterHandl
     out = np.asarray(a.image()).astype(int)
     assert out.shape == (240, 360, 3)
     x0, y0, x1, y1 = images.SUBJECT_BOX
+    # the person stays the photo (a soft mask lets a trace of the background through)
     np.testing.assert_allclose(out[y0 + 6:y1 - 6, x0 + 6:x1 - 6].mean((0, 1)),
-                               np.asarray(images.subject_photo())[y0 + 6:y1 - 6, x0 + 6:x1 - 6].mean((0, 1)), atol=2)
+                               np.asarray(images.subject_photo())[y0 + 6:y1 - 6, x0 + 6:x1 - 6].mean((0, 1)), atol=6)
     corner = out[:30, :30].reshape(-1, 3).mean(0)  # covered by the red band (scaled x3.6, cropped)
     assert corner[0] > 150 and corner[1] < 60
 
