@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if main_proc:
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(1, count),
-                   "train_images_per_s": count / world / train_time * world, "train_seconds": train_time}
+                   "train_images_per_s": count / train_time, "train_seconds": train_time}
             if val_samples:
                 segmenter = Segmenter(model, args.image_size, device, amp=None)
                 rows = evaluate_samples(segmenter, val_samples)
