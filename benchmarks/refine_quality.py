@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from segmenter import refine
-from segmenter.inference import Segmenter, to_uint8
+from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
 from training.data import find_pairs, read_name_list
 from training.evaluate import evaluate_samples, iter_samples, summarize
@@ -73,7 +73,7 @@ def sweep(segmenter: Segmenter, samples: list, work_sizes: list[int], radii: lis
     for _, image, truth in samples:
         prob = segmenter.predict_lowres([image])[0]
         for name, fn in variants.items():
-            m = image_metrics(torch.from_numpy(to_uint8(fn(prob, image))) >= threshold, truth)
+            m = image_metrics(torch.from_numpy(fn(prob, image)) >= threshold, truth)
             scores[name].append((m["boundary_f"], m["iou"]))
         bar.update()
     bar.close()

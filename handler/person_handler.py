@@ -31,7 +31,7 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
 
 from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
 from segmenter import checkpoint, imaging  # noqa: E402
-from segmenter.inference import Segmenter, to_uint8  # noqa: E402
+from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
 from segmenter.refine import upsample  # noqa: E402
 
@@ -130,7 +130,7 @@ class PersonSegmenterHandler(BaseHandler):
             with torch.inference_mode():
                 probs = self.segmenter.predict_lowres([j.image for j in todo])
                 for job, prob in zip(todo, probs, strict=True):
-                    job.mask = to_uint8(upsample(prob, job.image, job.options.refine))
+                    job.mask = upsample(prob, job.image, job.options.refine)
         return jobs
 
     def postprocess(self, jobs: list[Job | Failure]) -> list[bytes]:

@@ -76,12 +76,8 @@ class Segmenter:
 
     def predict(self, images: Sequence[Image.Image], refine: str = "guided") -> list[np.ndarray]:
         """Full-resolution soft masks (uint8, 255 = person), one per photo."""
-        return [to_uint8(upsample(prob, img, refine)) for prob, img in
-                zip(self.predict_lowres(images), images, strict=True)]
+        return [upsample(prob, img, refine) for prob, img in zip(self.predict_lowres(images), images, strict=True)]
 
     def predict_one(self, image: Image.Image, refine: str = "guided") -> np.ndarray:
         return self.predict([image], refine)[0]
 
-
-def to_uint8(prob: torch.Tensor) -> np.ndarray:
-    return prob.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()

@@ -9,6 +9,8 @@ edge snaps to the photo's own edges at the cost of two upsamplings and a multipl
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,13 +27,41 @@ WORK_SIZE = 512
 RADIUS_FRACTION = 1 / 16
 EPS = 1e-3
 GUIDE = "rgb"
+# Output rows computed at once when the coefficients are applied: small enough to stay in cache.
+BAND_ROWS = 32
+
+
+def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Mean over a window of 2r+1 along ``dim``, clipped at the borders, from a running sum.
+
+    The cost per pixel does not depend on ``r``: with a 1/16 radius, ``avg_pool2d``'s direct
+    window sums made the refinement ~10x slower than the network itself. The running sum is
+    padded with r copies of its first and last value, so every window is a difference of two
+    slices (clipped windows included); float32 is enough at the working size (sums of <= 1,000
+    values in [0, 1]: error ~1e-6 against the filter's eps of 1e-3).
+    """
+    n = x.shape[dim]
+    c = torch.cumsum(x, dim)
+    first = torch.zeros_like(c.narrow(dim, 0, 1))
+    last = c.narrow(dim, n - 1, 1)
+    padded = torch.cat([_repeat(first, r + 1, dim), c, _repeat(last, r, dim)], dim)
+    total = padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n)
+    idx = torch.arange(n, device=x.device)
+    count = ((idx + r + 1).clamp_(max=n) - (idx - r).clamp_(min=0)).to(x.dtype)
+    shape = [1] * x.ndim
+    shape[dim] = n
+    return total.div_(count.view(shape))
+
+
+def _repeat(x: torch.Tensor, times: int, dim: int) -> torch.Tensor:
+    sizes = list(x.shape)
+    sizes[dim] = times
+    return x.expand(sizes)
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window clipped to the image, as two 1-D passes: O(r) per pixel, not O(r^2)."""
-    k = 2 * r + 1
-    x = F.avg_pool2d(x, (1, k), stride=1, padding=(0, r), count_include_pad=False)
-    return F.avg_pool2d(x, (k, 1), stride=1, padding=(r, 0), count_include_pad=False)
+    """Mean over a (2r+1)^2 window clipped to the image (NCHW), as two 1-D passes."""
+    return _box_1d(_box_1d(x, r, 3), r, 2)
 
 
 def _pixels(image: Image.Image, guide: str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -49,29 +79,30 @@ def _as_tensor(pixels: np.ndarray) -> torch.Tensor:
     return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
 
-def _grey(image: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Luma of the photo as a 1x1xHxW float tensor in [0, 1], optionally resized first."""
-    return _as_tensor(_pixels(image, "luma", size))
-
-
 def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _coefficients(guide: torch.Tensor, p: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-window linear model ``p ~ a . I + b`` (a: 1xCxhxw, b: 1x1xhxw) for a 1- or 3-channel guide."""
-    mean_i, mean_p = _box(guide, r), _box(p, r)
-    cov_ip = _box(guide * p, r) - mean_i * mean_p
-    if guide.shape[1] == 1:
-        a = cov_ip / (_box(guide * guide, r) - mean_i * mean_i + eps)
-    else:
-        def var(i: int, j: int) -> torch.Tensor:
-            v = _box(guide[:, i:i + 1] * guide[:, j:j + 1], r) - mean_i[:, i:i + 1] * mean_i[:, j:j + 1]
-            return v + eps if i == j else v
+    """Per-window linear model ``p ~ a . I + b`` (a: 1xCxhxw, b: 1x1xhxw) for a 1- or 3-channel guide.
 
+    Every window mean the model needs is taken in one batched box filter.
+    """
+    c = guide.shape[1]
+    pairs = [(i, j) for i in range(c) for j in range(i, c)]
+    products = [guide[:, i:i + 1] * guide[:, j:j + 1] for i, j in pairs]
+    means = _box(torch.cat([guide, p, guide * p, *products], 1), r)
+    mean_i, mean_p, mean_ip = means[:, :c], means[:, c:c + 1], means[:, c + 1:2 * c + 1]
+    cov_ip = mean_ip - mean_i * mean_p
+    var = {pair: means[:, 2 * c + 1 + k:2 * c + 2 + k] - mean_i[:, pair[0]:pair[0] + 1] * mean_i[:, pair[1]:pair[1] + 1]
+           for k, pair in enumerate(pairs)}
+    if c == 1:
+        a = cov_ip / (var[0, 0] + eps)
+    else:
         # (Sigma + eps I)^-1 cov per pixel by the closed-form symmetric 3x3 inverse (adjugate / det):
         # plain elementwise maps, far faster than a batched torch.linalg.solve
-        rr, rg, rb, gg, gb, bb = var(0, 0), var(0, 1), var(0, 2), var(1, 1), var(1, 2), var(2, 2)
+        rr, rg, rb, gg, gb, bb = (var[0, 0] + eps, var[0, 1], var[0, 2], var[1, 1] + eps, var[1, 2],
+                                  var[2, 2] + eps)
         i00, i01, i02 = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
         i11, i12, i22 = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
         det = rr * i00 + rg * i01 + rb * i02
@@ -82,13 +113,9 @@ def _coefficients(guide: torch.Tensor, p: torch.Tensor, r: int, eps: float) -> t
     return a, b
 
 
-def guided_upsample(prob: torch.Tensor, image: Image.Image, work_size: int = WORK_SIZE,
-                    radius_fraction: float = RADIUS_FRACTION, eps: float = EPS, guide: str = GUIDE) -> torch.Tensor:
-    """Fast guided filter: low-res probability (h, w) + full-res photo -> full-res (H, W) in [0, 1].
-
-    The linear coefficients are fitted at ``work_size`` and applied to the full-resolution photo
-    one channel at a time, so a 24-megapixel photo costs a few full-size maps, not a dozen.
-    """
+def fit(prob: torch.Tensor, image: Image.Image, work_size: int = WORK_SIZE, radius_fraction: float = RADIUS_FRACTION,
+        eps: float = EPS, guide: str = GUIDE) -> torch.Tensor:
+    """The guided filter's smoothed coefficients ``(a..., b)`` at the working size: (C+1) x h x w."""
     if guide not in GUIDES:
         raise ValueError(f"unknown guide {guide!r}; expected one of {', '.join(GUIDES)}")
     width, height = image.size
@@ -98,21 +125,68 @@ def guided_upsample(prob: torch.Tensor, image: Image.Image, work_size: int = WOR
     p = _upsample(prob.float()[None, None], (wh, ww))
     r = max(1, round(radius_fraction * max(ww, wh)))
     a, b = _coefficients(small, p, r, eps)
-    coeffs = _upsample(torch.cat([_box(a, r), _box(b, r)], 1), (height, width))[0]  # (C+1)xHxW
-    full = _pixels(image, guide)
-    out = coeffs[-1]
-    for c in range(coeffs.shape[0] - 1):
-        out.addcmul_(coeffs[c], _as_tensor(full if full.ndim == 2 else full[..., c])[0, 0])
-    return out.clamp_(0.0, 1.0)
+    return _box(torch.cat([a, b], 1), r)[0]
 
 
-def bilinear_upsample(prob: torch.Tensor, image: Image.Image) -> torch.Tensor:
+def _rows(out_rows: int, in_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weights of bilinear resampling (align_corners=False), as F.interpolate computes them."""
+    src = ((torch.arange(out_rows, dtype=torch.float64) + 0.5) * (in_rows / out_rows) - 0.5).clamp_(min=0)
+    i0 = src.floor().long().clamp_(max=in_rows - 1)
+    i1 = (i0 + 1).clamp_(max=in_rows - 1)
+    return i0, i1, (src - i0).to(torch.float32)
+
+
+def apply(coeffs: torch.Tensor, pixels: np.ndarray, band_rows: int = BAND_ROWS) -> np.ndarray:
+    """``a . I + b`` at full resolution, as uint8 (255 = person), one band of rows at a time.
+
+    Equal to upsampling ``coeffs`` bilinearly to the photo's size and applying them, but the
+    full-size coefficient maps never exist: the horizontal pass runs once on the few low-res
+    rows, and each band of output rows is interpolated, multiplied by the guide and quantised
+    while it is still in cache (3x faster at 12 megapixels, and ~200 MB less memory).
+    """
+    height, width = pixels.shape[:2]
+    channels, rows = coeffs.shape[0] - 1, coeffs.shape[1]
+    horizontal = _upsample(coeffs[None], (rows, width))[0]  # (C+1) x h x W
+    i0, i1, t = _rows(height, rows)
+    with warnings.catch_warnings():  # Pillow's arrays are read-only; this code only reads them
+        warnings.simplefilter("ignore", UserWarning)
+        guide = torch.from_numpy(np.ascontiguousarray(pixels))
+    out = np.empty((height, width), np.uint8)
+    out_t = torch.from_numpy(out)
+    for y0 in range(0, height, band_rows):
+        y1 = min(height, y0 + band_rows)
+        band = torch.lerp(horizontal.index_select(1, i0[y0:y1]), horizontal.index_select(1, i1[y0:y1]),
+                          t[y0:y1, None])  # (C+1) x n x W
+        g = guide[y0:y1].to(torch.float32)
+        g = g[None] if channels == 1 else g.permute(2, 0, 1).contiguous()
+        acc = band[channels]
+        for c in range(channels):
+            acc.addcmul_(band[c], g[c], value=1 / 255)
+        out_t[y0:y1] = acc.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def guided_upsample(prob: torch.Tensor, image: Image.Image, work_size: int = WORK_SIZE,
+                    radius_fraction: float = RADIUS_FRACTION, eps: float = EPS, guide: str = GUIDE) -> np.ndarray:
+    """Fast guided filter: low-res probability (h, w) + full-res photo -> full-res uint8 mask (H, W).
+
+    The linear coefficients are fitted at ``work_size`` and applied to the full-resolution photo.
+    """
+    return apply(fit(prob, image, work_size, radius_fraction, eps, guide), _pixels(image, guide))
+
+
+def bilinear_upsample(prob: torch.Tensor, image: Image.Image) -> np.ndarray:
     width, height = image.size
-    return _upsample(prob.float()[None, None], (height, width))[0, 0].clamp_(0.0, 1.0)
+    return to_uint8(_upsample(prob.float()[None, None], (height, width))[0, 0])
 
 
-def upsample(prob: torch.Tensor, image: Image.Image, method: str = "guided") -> torch.Tensor:
-    """Full-resolution soft mask for ``image`` from the low-res map ``prob`` (content area only)."""
+def to_uint8(prob: torch.Tensor) -> np.ndarray:
+    """[0, 1] probabilities -> uint8, rounded (255 = person)."""
+    return prob.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def upsample(prob: torch.Tensor, image: Image.Image, method: str = "guided") -> np.ndarray:
+    """Full-resolution soft mask (uint8, 255 = person) for ``image`` from the low-res map ``prob``."""
     if method == "guided":
         return guided_upsample(prob, image)
     if method == "bilinear":

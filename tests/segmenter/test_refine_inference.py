@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from segmenter import refine
 from segmenter.inference import Segmenter
 from segmenter.model import UNet
 from segmenter.preprocess import letterbox
@@ -28,7 +30,7 @@ def test_guided_edge_snaps_to_photo_edge() -> None:
     low = torch.from_numpy(np.asarray(photo.convert("L").resize((64, 48), Image.Resampling.BOX)) > 125).float()
     errors = {}
     for name, fn in (("guided", guided_upsample), ("bilinear", bilinear_upsample)):
-        full = fn(low, photo).numpy() >= 0.5
+        full = fn(low, photo) >= 128
         assert full.shape == (h, w)
         errors[name] = int((full != truth).sum())
     assert errors["guided"] < errors["bilinear"] / 2, errors
@@ -56,3 +58,34 @@ def test_batched_equals_single() -> None:
     batched = seg.predict(photos)
     for photo, mask in zip(photos, batched, strict=True):
         assert np.abs(seg.predict_one(photo).astype(int) - mask.astype(int)).max() <= 1
+
+
+def _whole_frame_guided(prob: torch.Tensor, photo: Image.Image) -> np.ndarray:
+    """Reference: the same coefficients upsampled to full size at once by F.interpolate, then applied."""
+    coeffs = refine.fit(prob, photo)
+    full = torch.nn.functional.interpolate(coeffs[None], size=(photo.height, photo.width), mode="bilinear",
+                                           align_corners=False)[0]
+    guide = torch.from_numpy(np.array(photo)).permute(2, 0, 1).float() / 255
+    return refine.to_uint8((full[:3] * guide).sum(0) + full[3])
+
+
+@pytest.mark.parametrize("size", [(517, 389), (64, 1000), (1000, 17)])
+def test_banded_application_equals_whole_frame(size: tuple[int, int]) -> None:
+    """Band edges, odd sizes and extreme aspect ratios must not show in the mask."""
+    rng = np.random.default_rng(1)
+    w, h = size
+    photo = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).resize((w, h))
+    prob = torch.from_numpy(rng.random((max(1, h // 8), max(1, w // 8)), dtype=np.float32))
+    banded = refine.guided_upsample(prob, photo)
+    assert banded.shape == (h, w) and banded.dtype == np.uint8
+    assert np.abs(banded.astype(int) - _whole_frame_guided(prob, photo).astype(int)).max() <= 1
+
+
+def test_box_filter_is_the_clipped_window_mean() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.random((1, 2, 23, 31)).astype(np.float32)
+    r = 4
+    got = refine._box(torch.from_numpy(x), r).numpy()
+    for y, xx in ((0, 0), (11, 15), (22, 30), (3, 29)):
+        window = x[0, :, max(0, y - r):y + r + 1, max(0, xx - r):xx + r + 1]
+        np.testing.assert_allclose(got[0, :, y, xx], window.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)

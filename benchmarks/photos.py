@@ -1,0 +1,50 @@
+"""Synthetic test photos for the speed benchmarks: any size, no data set needed.
+
+A smooth gradient with noise and a few shapes behind a person-like figure, JPEG-encoded at
+quality 90: its file size per megapixel is close to a phone photo's, so decode and encode
+times are realistic, and nothing under a licence has to ship with the benchmarks.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def size_for(megapixels: float, aspect: float = 4 / 3) -> tuple[int, int]:
+    """(width, height) of a landscape photo with about ``megapixels`` million pixels."""
+    height = math.sqrt(megapixels * 1e6 / aspect)
+    return round(height * aspect), round(height)
+
+
+def synthetic_photo(megapixels: float, seed: int = 0) -> Image.Image:
+    """An RGB photo-like image of about ``megapixels`` million pixels."""
+    width, height = size_for(megapixels)
+    rng = np.random.default_rng(seed)
+    # Texture at a fixed, small size, then scaled up: cheap at 24 MP, still not flat
+    sw, sh = max(16, width // 8), max(16, height // 8)
+    y, x = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    base = np.stack([120 + 80 * x / sw, 90 + 60 * y / sh, 160 - 60 * x / sw], -1)
+    base += rng.normal(0, 12, (sh, sw, 3))
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(height // 20, height // 6))
+        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    cx, cy = width // 2, height // 2  # a standing figure: head and body
+    draw.ellipse((cx - height // 12, cy - height // 3, cx + height // 12, cy - height // 6), fill=(225, 180, 150))
+    draw.rectangle((cx - height // 7, cy - height // 6, cx + height // 7, height), fill=(40, 60, 120))
+    noise = rng.normal(0, 6, (height // 2, width // 2, 1)).astype(np.float32)
+    grain = Image.fromarray(np.clip(128 + noise[..., 0] * 4, 0, 255).astype(np.uint8)).resize((width, height))
+    img = Image.blend(img, Image.merge("RGB", (grain, grain, grain)), 0.12)
+    return img
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
