@@ -1,0 +1,249 @@
+"""Served latency and throughput through a real TorchServe, beside the same work in-process.
+
+    python benchmarks/serving.py                     # 1 and 12 MP; mask and composite; 1/2/4/8 clients
+    python benchmarks/serving.py --megapixels 1 --clients 1 4 --requests 20
+    python benchmarks/serving.py --memory            # worker peak memory for 24-megapixel requests
+
+Starts TorchServe with ``handler.serve.start_server`` on free loopback ports from a temporary
+folder, serving an archive built by ``training/export.py`` from the checkpoint (default: the
+shipped weights) twice: ``plain`` (batchSize 1, the shipped setting) and ``batched`` (batchSize
+``--batch-size`` within ``--batch-delay-ms``). Each client thread sends its requests one after
+another over its own connection; the table gives p50/p95 latency per request and throughput.
+
+'in-process' is the same request handled inside this process by the handler's own functions
+(decode, model, refinement, render) on as many torch threads as the worker uses: 'served/in-proc'
+is the serving overhead as a ratio, which stays meaningful on a noisy machine.
+
+A 'composite' is a colour background returned as JPEG, the plug-in's common case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import requests
+import torch
+
+from benchmarks.photos import jpeg_bytes, synthetic_photo
+from handler import serve
+from handler.person_handler import render, torch_threads
+from handler.request import Job, Options
+from segmenter import imaging
+from segmenter.checkpoint import SHIPPED_WEIGHTS
+from segmenter.inference import Segmenter
+from segmenter.refine import upsample
+from training.export import export_archive
+
+PLAIN, BATCHED = "person_segmenter", "person_segmenter_batched"
+MODES: dict[str, dict[str, str]] = {
+    "mask": {"mode": "mask"},
+    "composite": {"mode": "composite", "background": "#1e90ff", "format": "jpeg"},
+    "cutout": {"mode": "cutout"},
+    "blur": {"mode": "composite", "background": "blur", "format": "jpeg"},
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def in_process(seg: Segmenter, data: bytes, fields: dict[str, str], repeats: int) -> float:
+    """Median seconds for the handler's work on one request, without TorchServe."""
+    options = Options(mode=fields["mode"], format=fields.get("format", "png"),
+                      background=_background(fields.get("background")))
+
+    def once() -> bytes:
+        image = imaging.decode_image(data)
+        job = Job(image, options)
+        job.mask = upsample(seg.predict_lowres([image])[0], image, options.refine)
+        return render(job)
+
+    once()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _background(text: str | None) -> tuple[int, int, int] | str:
+    if text is None:
+        return Options().background
+    return text if text in ("blur", "transparent") else imaging.parse_color(text)
+
+
+def load(url: str, headers: dict[str, str], data: bytes, fields: dict[str, str], clients: int,
+         per_client: int) -> tuple[list[float], float, list[str]]:
+    """Latencies (s) of every request, wall time, and the errors seen."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with requests.Session() as session:
+            start.wait()
+            for _ in range(per_client):
+                t = time.perf_counter()
+                r = session.post(url, headers=headers, files={"image": ("photo.jpg", data, "image/jpeg")},
+                                 data=fields, timeout=300)
+                dt = time.perf_counter() - t
+                with lock:
+                    (latencies.append(dt) if r.status_code == 200 else errors.append(f"{r.status_code} {r.text[:80]}"))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for th in threads:
+        th.join()
+    return latencies, time.perf_counter() - t0, errors
+
+
+def worker_pids(server: serve.Server) -> list[int]:
+    """The Python worker processes (TorchServe's backend) under the server's frontend."""
+    import psutil
+
+    front = psutil.Process(server.pid)
+    return [p.pid for p in front.children(recursive=True) if "python" in p.name().lower()]
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def memory_table(server: serve.Server, model: str, megapixels: float) -> list[dict]:
+    """Peak resident memory (VmHWM) of the worker during each kind of request, reset before each."""
+    image = synthetic_photo(megapixels)
+    data = jpeg_bytes(image)
+    rows = []
+    for name, fields in MODES.items():
+        pids = worker_pids(server)
+        for pid in pids:  # "5" resets the peak-RSS counter (Linux >= 4.0; needs the process's owner or root)
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        before = sum(_status_kb(pid, "VmRSS") for pid in pids)
+        t = time.perf_counter()
+        r = requests.post(f"{server.inference_url}/predictions/{model}", headers=server.auth(),
+                          files={"image": ("photo.jpg", data, "image/jpeg")}, data=fields, timeout=600)
+        dt = time.perf_counter() - t
+        peak = max(_status_kb(pid, "VmHWM") for pid in pids)
+        rows.append({"request": name, "status": r.status_code, "seconds": dt, "rss_before_mb": before / 1024,
+                     "peak_mb": peak / 1024, "answer_mb": len(r.content) / 1e6})
+    print(f"\nworker memory, {megapixels:g}-megapixel photo ({image.width}x{image.height}, JPEG "
+          f"{len(data) / 1e6:.1f} MB)\n")
+    print("| request | status | time (s) | RSS before (MB) | peak RSS (MB) | answer (MB) |\n| --- |" + " --- |" * 5)
+    for row in rows:
+        print(f"| {row['request']} | {row['status']} | {row['seconds']:.2f} | {row['rss_before_mb']:.0f} | "
+              f"{row['peak_mb']:.0f} | {row['answer_mb']:.1f} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS)
+    p.add_argument("--megapixels", type=float, nargs="+", default=[1.0, 12.0])
+    p.add_argument("--modes", nargs="+", default=["mask", "composite"], choices=sorted(MODES))
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--requests", type=int, default=None,
+                   help="requests per configuration (default: 40 at <= 2 MP, 16 above)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-delay-ms", type=int, default=10)
+    p.add_argument("--no-batching", action="store_true", help="only the shipped batchSize-1 archive")
+    p.add_argument("--memory", action="store_true", help="only the worker peak-memory table (24 MP)")
+    p.add_argument("--memory-megapixels", type=float, default=24.0)
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        store = Path(tmp) / "store"
+        export_archive(args.checkpoint, store, PLAIN)
+        models = {PLAIN: f"{PLAIN}.mar"}
+        variants = [PLAIN]
+        if not args.no_batching and not args.memory:
+            export_archive(args.checkpoint, store, BATCHED,
+                           settings={"batchSize": args.batch_size, "maxBatchDelay": args.batch_delay_ms})
+            models[BATCHED] = f"{BATCHED}.mar"
+            variants.append(BATCHED)
+        ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+        server = serve.start_server(Path(tmp) / "work", store, models=models, model_name=PLAIN, ports=ports)
+        try:
+            if BATCHED in models:
+                serve.wait_ready(server, BATCHED)
+            if args.memory:
+                rows: list[dict] = memory_table(server, PLAIN, args.memory_megapixels)
+            else:
+                rows = latency_tables(server, args, variants)
+        finally:
+            server.stop()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def latency_tables(server: serve.Server, args: argparse.Namespace, variants: list[str]) -> list[dict]:
+    threads = torch_threads(serve_cpus(), 1)
+    torch.set_num_threads(threads)
+    seg = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
+    print(f"torch threads in-process and per worker: {threads}; bf16 autocast: {seg.amp}")
+    rows = []
+    for mp in args.megapixels:
+        image = synthetic_photo(mp)
+        data = jpeg_bytes(image)
+        n = args.requests or (40 if mp <= 2 else 16)
+        for mode in args.modes:
+            fields = MODES[mode]
+            local = in_process(seg, data, fields, repeats=max(3, n // 8))
+            for variant in variants:
+                url = f"{server.inference_url}/predictions/{variant}"
+                load(url, server.auth(), data, fields, 1, 2)  # warm-up
+                for clients in args.clients:
+                    per_client = max(1, n // clients)
+                    lat, wall, errors = load(url, server.auth(), data, fields, clients, per_client)
+                    row = {"megapixels": mp, "size": f"{image.width}x{image.height}", "mode": mode,
+                           "batching": variant == BATCHED, "clients": clients, "requests": clients * per_client,
+                           "errors": len(errors), "in_process_ms": local * 1e3,
+                           "p50_ms": percentile(lat, 50) * 1e3 if lat else float("nan"),
+                           "p95_ms": percentile(lat, 95) * 1e3 if lat else float("nan"),
+                           "throughput_rps": len(lat) / wall}
+                    rows.append(row)
+                    if errors:
+                        print(f"  errors: {errors[:3]}", file=sys.stderr)
+                    print(f"  {mp:g} MP {mode} {'batched' if row['batching'] else 'plain'} x{clients}: "
+                          f"p50 {row['p50_ms']:.0f} ms", file=sys.stderr)
+    print("\n| photo | mode | batching | clients | requests | errors | in-process (ms) | p50 (ms) | p95 (ms) "
+          "| served/in-proc (p50) | throughput (req/s) |\n|" + " --- |" * 11)
+    for r in rows:
+        batching = f"batch {args.batch_size}" if r["batching"] else "off"
+        print(f"| {r['megapixels']:g} MP ({r['size']}) | {r['mode']} | {batching} "
+              f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['in_process_ms']:.0f} | {r['p50_ms']:.0f} "
+              f"| {r['p95_ms']:.0f} | {r['p50_ms'] / r['in_process_ms']:.2f} | {r['throughput_rps']:.2f} |")
+    return rows
+
+
+def serve_cpus() -> int:
+    """Cores this process may use: what the worker's thread count is computed from."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
