@@ -8,10 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from segmenter.imaging import (
     ImageError,
+    blurred,
     composite,
     cover,
     decode_image,
@@ -126,3 +127,25 @@ def test_encode_png_round_trip() -> None:
     mask = (np.arange(64 * 48) % 256).astype(np.uint8).reshape(48, 64)
     back = np.asarray(Image.open(io.BytesIO(encode_png(mask))))
     assert np.array_equal(back, mask)
+
+
+def test_composite_is_the_rounded_float_blend() -> None:
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    background = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    alpha = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    fg, bg = np.asarray(image, np.float64), np.asarray(background, np.float64)
+    expected = np.floor(bg + (fg - bg) * alpha[..., None] / 255 + 0.5)
+    assert np.abs(composite(image, alpha, background).astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("radius", [3.0, 20.0, 40.0, 100.0])
+def test_blur_on_a_reduced_copy_matches_a_full_size_blur(radius: float) -> None:
+    """The shortcut for wide blurs may not show: a few levels at most, a fraction of one on average."""
+    rng = np.random.default_rng(4)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((640, 480), Image.Resampling.BICUBIC)
+    out = np.asarray(blurred(image, radius)).astype(int)
+    full = np.asarray(image.filter(ImageFilter.GaussianBlur(radius))).astype(int)
+    assert out.shape == full.shape
+    assert np.abs(out - full).max() <= 6 and np.abs(out - full).mean() < 0.75
