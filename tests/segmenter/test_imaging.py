@@ -149,3 +149,18 @@ def test_blur_on_a_reduced_copy_matches_a_full_size_blur(radius: float) -> None:
     full = np.asarray(image.filter(ImageFilter.GaussianBlur(radius))).astype(int)
     assert out.shape == full.shape
     assert np.abs(out - full).max() <= 6 and np.abs(out - full).mean() < 0.75
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (1, 1), (1, 300), (300, 1), (17, 23, 3), (9, 5, 4)])
+def test_encode_png_round_trips_every_kind(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(5)
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png(array))) as img:
+        img.load()
+        assert img.mode == {2: "L", 3: "RGB", 4: "RGBA"}[len(shape) if len(shape) == 2 else shape[2]]
+        assert np.array_equal(np.asarray(img), array)
+
+
+def test_encode_png_refuses_what_png_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        encode_png(np.zeros((4, 4, 2), np.uint8))
