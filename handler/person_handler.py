@@ -155,9 +155,23 @@ class PersonSegmenterHandler(BaseHandler):
         return out
 
     def _error(self, idx: int, failure: Failure) -> bytes:
-        self.context.set_response_status(failure.status, failure.message, idx)
+        """Fail request ``idx`` alone; the JSON body has the whole message, the status line a short one.
+
+        TorchServe sends the phrase given here as the HTTP reason phrase: it must stay one short line
+        whatever a message quotes (a 44 KB phrase made clients drop the connection instead of reading a 400).
+        """
+        self.context.set_response_status(failure.status, reason_phrase(failure.message), idx)
         self.context.set_response_content_type(idx, "application/json")
         return json.dumps({"error": failure.message}).encode("utf-8")
+
+
+MAX_REASON_PHRASE = 200
+
+
+def reason_phrase(message: str) -> str:
+    """``message`` as an HTTP reason phrase: printable ASCII on one line, at most ``MAX_REASON_PHRASE`` long."""
+    phrase = "".join(c if " " <= c <= "~" else " " for c in message)
+    return phrase if len(phrase) <= MAX_REASON_PHRASE else phrase[:MAX_REASON_PHRASE - 3] + "..."
 
 
 def render(job: Job) -> bytes:

@@ -42,9 +42,16 @@ OPTION_HEADERS = {
 IMAGE_FIELDS = ("image",)
 RAW_BODY_KEYS = ("body", "data")
 KNOWN_FIELDS = frozenset(IMAGE_FIELDS) | frozenset(OPTION_HEADERS)
+# Option values are short words, colours or numbers, so a longer value is refused before it is
+# parsed or echoed. TorchServe sends an error message as the HTTP reason phrase too: echoed whole,
+# a 1 MB ``mode`` field became a 1 MB status line that clients could not read (connection aborted
+# instead of a 400). For the same reason, errors quote at most ``_QUOTE_CHARS`` of any value.
+MAX_OPTION_LENGTH = 64
+_QUOTE_CHARS = 40
+_MAX_NAMES_LISTED = 5
 # A multipart ``background`` field is a colour/keyword when it is this short and plain text;
 # no image format fits in 64 printable ASCII bytes.
-_MAX_TEXT_OPTION = 64
+_MAX_TEXT_OPTION = MAX_OPTION_LENGTH
 _PRINTABLE = re.compile(rb"^[\x20-\x7e\t\r\n]*$")
 
 
@@ -106,8 +113,17 @@ class Failure:
 HeaderGetter = Callable[[str], "str | None"]
 
 
+def _quote(value: str) -> str:
+    """``repr`` of a client-supplied string, shortened so an error message stays short."""
+    return repr(value) if len(value) <= _QUOTE_CHARS else repr(value[:_QUOTE_CHARS]) + "..."
+
+
 def _text(value: Any, name: str) -> str:
-    """A form field or header value as stripped text (fields arrive as bytearray)."""
+    """A form field or header value as stripped text (fields arrive as bytearray); at most
+    ``MAX_OPTION_LENGTH`` long, so nothing big is parsed or quoted back."""
+    if isinstance(value, (bytes, bytearray, str)) and len(value) > MAX_OPTION_LENGTH:
+        raise RequestError(f"option {name!r} is too long ({len(value):,} characters; option values are at most "
+                           f"{MAX_OPTION_LENGTH}); files go in the multipart fields 'image' or 'background'")
     if isinstance(value, (bytes, bytearray)):
         try:
             value = bytes(value).decode("utf-8")
@@ -198,9 +214,12 @@ def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest
                                "application/octet-stream")
     else:
         fields = dict(row)
-        unknown = sorted(set(fields) - KNOWN_FIELDS)
+        unknown = sorted(str(k) for k in set(fields) - KNOWN_FIELDS)
         if unknown:
-            raise RequestError(f"unknown multipart field(s) {', '.join(map(repr, unknown))}; "
+            listed = ", ".join(_quote(k) for k in unknown[:_MAX_NAMES_LISTED])
+            if len(unknown) > _MAX_NAMES_LISTED:
+                listed += f" and {len(unknown) - _MAX_NAMES_LISTED} more"
+            raise RequestError(f"unknown multipart field(s) {listed}; "
                                f"known fields: {', '.join(sorted(KNOWN_FIELDS))}")
         if "image" not in fields:
             raise RequestError("multipart request has no 'image' field (the photo to process)")
