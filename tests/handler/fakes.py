@@ -1,9 +1,14 @@
-"""Stand-ins for TorchServe's per-batch ``Context``, so the handler runs in-process in tests."""
+"""Stand-ins for TorchServe's per-batch ``Context``, so the handler runs in-process in tests, and
+``run`` to send one batch through the handler exactly as TorchServe would."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 
 class FakeContext:
@@ -43,3 +48,45 @@ class FakeContext:
 class _NullMetrics:
     def add_time(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+
+class Answer:
+    """What the handler answered for one request of a batch."""
+
+    def __init__(self, ctx: FakeContext, idx: int, body: bytes) -> None:
+        self.status, self.reason = ctx.status[idx]
+        self.content_type = ctx.content_type[idx]
+        self.headers = ctx.response_headers[idx]
+        self.body = body
+
+    def image(self) -> Image.Image:
+        assert self.status == 200, self.body[:300]
+        img = Image.open(io.BytesIO(self.body))
+        img.load()
+        return img
+
+    def error(self) -> str:
+        assert self.content_type == "application/json"
+        return json.loads(self.body)["error"]
+
+
+def run(h: Any, rows: list[dict[str, Any]], headers: list[dict[str, str]] | None = None
+        ) -> list[Answer]:
+    """One batch through ``handle`` exactly as TorchServe calls it."""
+    ctx = h.context
+    ctx.set_batch(headers or [{} for _ in rows])
+    out = h.handle(rows, ctx)
+    assert len(out) == len(rows)
+    return [Answer(ctx, i, body) for i, body in enumerate(out)]
+
+
+def raw(data: bytes) -> dict[str, Any]:
+    """A raw-body request row, as TorchServe builds it."""
+    return {"body": bytearray(data)}
+
+
+def form(image: bytes, **fields: str | bytes) -> dict[str, Any]:
+    """A multipart request row: every field arrives as a bytearray."""
+    row: dict[str, Any] = {"image": bytearray(image)}
+    row.update({k: bytearray(v if isinstance(v, bytes) else v.encode()) for k, v in fields.items()})
+    return row
