@@ -44,10 +44,26 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, ...
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({_reason(exc)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a checkpoint of this project (no 'model'/'config' entries)")
     return ckpt
+
+
+def _reason(exc: Exception) -> str:
+    """Why torch refused the file, without its advice to retry with ``weights_only=False``.
+
+    That advice would run whatever code the file carries; our message says what was found instead.
+    """
+    text = str(exc)
+    if not text.startswith("Weights only load failed"):
+        return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    code = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), None)
+    if code:
+        return ("weights-only load refused: the file holds Python objects, not only weights, and loading it "
+                f"could run code from it; {code}")
+    return "damaged, or not a PyTorch checkpoint (the weights-only loader could not read it)"
 
 
 def build_model(config: dict[str, Any]) -> UNet:

@@ -279,9 +279,9 @@ def _malicious_checkpoints(folder: Path) -> list[tuple[Path, Path]]:
 
 def test_malicious_checkpoint_raises_and_its_payload_never_runs(tmp_path: Path) -> None:
     for path, marker in _malicious_checkpoints(tmp_path):
-        with pytest.raises(ValueError, match=r"not a readable checkpoint \(Weights only load failed"):
+        with pytest.raises(ValueError, match=r"not a readable checkpoint \(weights-only load refused"):
             checkpoint.load(path)
-        with pytest.raises(ValueError, match=r"not a readable checkpoint \(Weights only load failed"):
+        with pytest.raises(ValueError, match=r"not a readable checkpoint \(weights-only load refused"):
             checkpoint.load_model(path)
         model_dir = tmp_path / f"archive-{path.stem}"
         model_dir.mkdir()

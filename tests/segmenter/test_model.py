@@ -61,3 +61,24 @@ def test_load_refuses_pickled_code(tmp_path) -> None:
 def test_load_names_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         checkpoint.load(tmp_path / "nope.pt")
+
+
+def test_refused_checkpoint_never_advises_the_unsafe_load(tmp_path) -> None:
+    """torch's own message suggests retrying with weights_only=False; ours must not pass that on."""
+    import os
+
+    import pytest
+
+    from segmenter import checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Payload(), "config": {}}, path)
+    with pytest.raises(ValueError) as info:
+        checkpoint.load(path)
+    message = str(info.value)
+    assert str(path) in message and "could run code" in message and "system" in message
+    assert "weights_only` set to `False`" not in message and "will likely succeed" not in message
