@@ -9,7 +9,7 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality
+.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality bench
 
 setup: $(STAMP)
 
@@ -37,8 +37,10 @@ test-gimp-root:
 test-fast: setup
 	$(PY) -m pytest -ra -m "not slow"
 
+# `make mar CHECKPOINT=runs/<run>/best.pt` archives your own checkpoint instead of the shipped weights.
+CHECKPOINT ?=
 mar: setup
-	$(PY) training/export.py
+	$(PY) training/export.py $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 train: setup
 	$(PY) training/train.py
@@ -60,6 +62,13 @@ mediapipe-venv: $(MP_VENV)/.installed
 quality: setup mediapipe-venv
 	$(PY) benchmarks/quality.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --grid docs/images/quality_grid.png
+
+# Speed benchmarks (docs/BENCHMARKS.md): each prints a table. Run them on an otherwise idle machine.
+bench: setup
+	$(PY) benchmarks/stages.py
+	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/serving.py --memory
+	$(PY) benchmarks/training_speed.py
 
 # --- serving (issue 3) ---
 serve: mar
