@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
+import socket
 import sys
 import threading
 import time
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -98,8 +102,28 @@ class Client:
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
+            session = requests.Session()
+            adapter = _DeadlineAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
         return self._local.session
+
+    def _failure(self, exc: requests.RequestException, deadline: _Deadline) -> ClientError:
+        """A transport failure (no HTTP status) in words: refused, timed out, or dropped mid-request."""
+        causes = _causes(exc)
+        late = ClientError(f"no answer from {self.url} within {self.timeout:g} s: the server is busy or stuck "
+                           "(`python -m handler.serve status`); a larger --timeout helps for huge photos")
+        if deadline.fired or (isinstance(exc, requests.Timeout) and not isinstance(exc, requests.ConnectionError)):
+            return late
+        if any(isinstance(c, (ConnectionRefusedError, urllib3.exceptions.NewConnectionError)) for c in causes):
+            return ClientError(f"cannot connect to {self.url}: is the server running (`make serve`)?")
+        if any(isinstance(c, (TimeoutError, socket.timeout)) for c in causes):
+            return late  # e.g. an upload that stalled because the server stopped reading
+        root = next((c for c in reversed(causes) if not type(c).__module__.startswith(("requests", "urllib3"))), exc)
+        return ClientError(f"the server at {self.url} closed the connection before answering "
+                           f"({type(root).__name__}: {root}): it was stopped or restarted, or its worker died. "
+                           "Check `python -m handler.serve status` and serve/logs/, then retry")
 
     def process(self, image: bytes | str | Path, *, mode: str = "composite", background: str | None = None,
                 background_image: bytes | str | Path | None = None, format: str | None = None,
@@ -116,13 +140,15 @@ class Client:
         for attempt in (0, 1):
             key = self.key(reload=attempt == 1)
             headers = {"Authorization": f"Bearer {key}"} if key else {}
+            deadline = _Deadline(self.timeout)
             try:
-                r = self._session().post(self.predictions_url, files=files, data=fields, headers=headers,
-                                         timeout=self.timeout)
-            except requests.ConnectionError:
-                raise ClientError(f"cannot connect to {self.url}: is the server running (`make serve`)?") from None
-            except requests.Timeout:
-                raise ClientError(f"no answer from {self.url} within {self.timeout:.0f} s") from None
+                with deadline:
+                    r = self._session().post(self.predictions_url, files=files, data=fields, headers=headers,
+                                             timeout=self.timeout)
+            except requests.RequestException as exc:
+                raise self._failure(exc, deadline) from None
+            if deadline.fired:  # cut at the deadline just as the answer completed: treat it as late
+                raise self._failure(requests.Timeout(), deadline)
             if r.status_code == 200:
                 return Result(r.content, r.headers.get("Content-Type", ""), dict(r.headers))
             if "InvalidKeyException" in r.text and attempt == 0 and self.key_file is not None:
@@ -133,6 +159,94 @@ class Client:
                             "run `python -m handler.serve rotate-key` or pass the right --key")
             raise ClientError(message, r.status_code)
         raise AssertionError("unreachable")
+
+
+# --- a deadline for the whole request -------------------------------------------------------------
+#
+# requests' ``timeout`` (like urllib's) bounds each socket operation, not the request: a server that
+# sends one byte every few seconds, or a stalled upload, would hold a client for ever. A watchdog
+# timer shuts down the socket the thread is using once the request's time is up, which makes the
+# blocked call fail at once. The connection classes below only record which connection a thread is
+# using; everything else is urllib3's own code.
+
+_IN_USE: dict[int, urllib3.connection.HTTPConnection] = {}  # thread id -> connection of its request
+
+
+class _Recording:
+    """Mixin: note the connection as the current thread's before each request goes out."""
+
+    def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        _IN_USE[threading.get_ident()] = self  # type: ignore[assignment]
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _RecordingHTTPConnection(_Recording, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _RecordingHTTPSConnection(_Recording, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _RecordingHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _RecordingHTTPConnection
+
+
+class _RecordingHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _RecordingHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections that a ``_Deadline`` can cut."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _RecordingHTTPPool, "https": _RecordingHTTPSPool}
+
+
+class _Deadline:
+    """``with _Deadline(s):`` shuts down the calling thread's connection if the block runs past ``s``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._thread = threading.get_ident()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def _cut(self) -> None:
+        conn = _IN_USE.get(self._thread)
+        sock = getattr(conn, "sock", None)
+        self.fired = True
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked send/recv returns at once
+            except OSError:
+                pass
+
+    def __enter__(self) -> _Deadline:
+        self._thread = threading.get_ident()
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()  # a cut in progress ends before this thread sends its next request
+        _IN_USE.pop(self._thread, None)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (requests -> urllib3 -> socket errors), outermost first."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        e = todo.pop(0)
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [x for x in (getattr(e, "reason", None), e.__cause__, e.__context__, *e.args)
+                 if isinstance(x, BaseException)]
+    return seen
 
 
 def _file_part(source: bytes | str | Path, name: str) -> tuple[str, bytes, str]:

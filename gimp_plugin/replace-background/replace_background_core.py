@@ -422,9 +422,11 @@ def explain_url_error(exc: BaseException, settings: ServerSettings) -> str:
         return f"TLS failed for {url} ({reason}). Fix: use http:// for a local server, or fix its certificate."
     if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, HTTPException)):
         return (
-            f"The server at {url} closed the connection without an answer ({type(reason).__name__}: {reason}). "
-            "Fix: check that it is this project's TorchServe and read its log (serve/logs/); very large "
-            "layers may exceed its max_request_size."
+            f"The server at {url} closed the connection without an answer ({type(reason).__name__}: {reason}): "
+            "it stopped or restarted while working, or refused the upload. Fix: check that it is running "
+            "(`python -m handler.serve status`) and retry; if it keeps happening, read its log (serve/logs/) and "
+            "check that Server URL is this project's TorchServe (very large layers may exceed its "
+            "max_request_size)."
         )
     return f"Cannot reach the Replace Background server at {url} ({reason}). Fix: {_START_HINT} and check Server URL."
 
