@@ -66,7 +66,14 @@ def _error_message(r: requests.Response) -> str:
         text = body.get("error") or body.get("message") or json.dumps(body)
     except ValueError:
         text = r.text.strip()[:300] or r.reason
-    return f"HTTP {r.status_code}: {text}"
+    message = f"HTTP {r.status_code}: {text}"
+    if r.status_code >= 500 and "worker died" in str(text).lower():
+        # TorchServe's answer for the requests a worker held when its process ended (killed, often for
+        # lack of memory, or crashed); it starts a new worker, so a retry usually works.
+        message += ("\n  the server's model worker died (killed, often for lack of memory, or crashed) and is "
+                    "being restarted: retry in a few seconds; if it happens again, use a smaller photo or give "
+                    "the server more memory (serve/logs/model_log.log)")
+    return message
 
 
 class Client:

@@ -395,6 +395,15 @@ def explain_http_error(status: int, body: bytes, settings: ServerSettings) -> st
             f"The server refused the request ({said}). Fix: check the message above; if the layer is a "
             "normal photo, make sure server and plug-in come from the same release."
         )
+    if status >= 500 and "worker died" in msg.lower():
+        # TorchServe's answer to the requests a worker had in hand when its process ended (507 when
+        # killed, as the kernel's OOM killer does; 500 on a response timeout). It starts a new worker.
+        return (
+            f"The server's model worker died while working on the layer ({said}): it was killed, most often "
+            "for lack of memory, or crashed; the server starts a new one. Fix: wait a few seconds and retry; "
+            "if it happens again, scale the image down or give the server more memory, and read the server "
+            "log (serve/logs/model_log.log)."
+        )
     if status == 507:
         return f"The server ran out of memory ({said}). Fix: scale the image down or give the server more memory."
     if status in (502, 503, 504):

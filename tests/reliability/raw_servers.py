@@ -12,7 +12,8 @@ library in between that could tidy them up:
   per socket operation, not per request);
 - ``close``: reads the request head, then closes the connection (what a stopping server does);
 - ``reset``: the same with an RST (SO_LINGER 0), as TorchServe's ``--stop`` was seen to do;
-- ``ok``: a well-behaved keep-alive server answering every request with an 8-byte PNG signature.
+- ``ok``: a well-behaved keep-alive server answering every request with ``answer`` (default: 200 and
+  an 8-byte PNG signature), e.g. TorchServe's JSON for a worker that died.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ OK_BODY = b"\x89PNG\r\n\x1a\n"
 class RawServer:
     """``with RawServer("silent") as srv: ... srv.url``; every connection is closed on exit."""
 
-    def __init__(self, behaviour: str) -> None:
+    def __init__(self, behaviour: str, answer: tuple[int, str, bytes] = (200, "image/png", OK_BODY)) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(behaviour)
         self.behaviour = behaviour
+        self.answer = answer
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -122,5 +124,6 @@ class RawServer:
                     return
                 data += chunk
             data = data[length:]
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(OK_BODY)
-                         + OK_BODY)
+            status, ctype, body = self.answer
+            conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                         + body)

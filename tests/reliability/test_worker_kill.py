@@ -2,7 +2,9 @@
 
 Requests in flight on the dead worker may fail, but only with a 5xx from the frontend (never a
 dropped connection: the frontend stays up), and every request sent once the management API
-reports a new READY worker must succeed.
+reports a new READY worker must succeed. Seen here: the one request in the worker got
+507 ``{"type": "InternalServerException", "message": "Worker died."}``; the new worker was READY
+about 3 s after the kill.
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ def test_killed_worker_is_restarted_and_later_requests_succeed(dedicated_server)
           f"{len(during)} sent while restarting, {len(after)} after; failed: {len(failed)} "
           f"({sorted({(e.status, e.detail) for e in failed})})")
     assert not [e for e in failed if not 500 <= e.status < 600], "a failure other than an HTTP 5xx"
+    # what both clients explain as a dead worker (test_client_failures.py): TorchServe's own words
+    assert all("Worker died." in e.detail for e in failed), [e.detail for e in failed]
     assert all(e.status == 200 for e in after), [e for e in after if e.status != 200][:5]
     assert len(after) >= AFTER_RECOVERY
     # in-flight failures can only be requests that were sent before the worker was back

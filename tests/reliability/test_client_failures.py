@@ -1,8 +1,9 @@
-"""Both clients against servers that hang, trickle or drop the connection: a clear error, no hang.
+"""Both clients against servers that hang, trickle, drop the connection or lose their worker.
 
 ``handler.client.Client`` and the GIMP plug-in's standard-library core (run the way the plug-in
 runs it: ``request_mask`` inside ``run_with_deadline``) must give up at their timeout, whatever the
-server does, and say what happened in words a user can act on. No TorchServe needed; the real
+server does, and say what happened in words a user can act on: a dropped connection is not
+"cannot connect", a dead worker is not just "out of memory". No TorchServe needed; the real
 server stopping mid-request is in test_server_stop.py.
 """
 
@@ -134,3 +135,22 @@ def test_client_works_normally_after_a_cut_request() -> None:
                 time.sleep(TIMEOUT + 0.5)  # past the deadline of the earlier requests: nothing fires
         assert threading.active_count() == baseline
         assert good.accepted == 1  # one keep-alive connection for all 20
+
+
+# TorchServe's answer to the request a worker held when it was killed (seen in test_worker_kill.py).
+WORKER_DIED = b'{\n  "code": 507,\n  "type": "InternalServerException",\n  "message": "Worker died."\n}\n'
+
+
+@pytest.mark.parametrize("status", [507, 500])
+def test_a_dead_worker_is_explained_by_both_clients(status: int) -> None:
+    """Not just "ran out of memory" or a bare "HTTP 507": the worker died, it is restarted, retry."""
+    answer = (status, "application/json", WORKER_DIED.replace(b"507", str(status).encode()))
+    with RawServer("ok", answer=answer) as srv:
+        with pytest.raises(ClientError) as info:
+            Client(srv.url, key="k", key_file=None, timeout=30).process(SMALL)
+        plugin, _ = elapsed(plugin_request, srv.url, SMALL, 30)
+    assert info.value.status == status
+    assert "Worker died." in str(info.value) and "worker died" in str(info.value).split("\n", 1)[1]
+    assert "retry" in str(info.value)
+    assert isinstance(plugin, core.PluginError)
+    assert "model worker died" in str(plugin) and "Worker died." in str(plugin) and "retry" in str(plugin)
