@@ -7,6 +7,7 @@ the handler and the CLI rebuild the exact network that was trained.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -34,6 +35,22 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files ``save_atomic(…, path)`` left behind when killed mid-write; return them.
+
+    A SIGKILL (or power loss) inside ``save_atomic`` skips its clean-up, and each such kill would
+    leave a checkpoint-sized ``.NAME.xxxx.tmp`` in the run folder for ever. Only call this when no
+    other process is saving to ``path`` (e.g. when training starts).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -114,6 +114,48 @@ def training_state(model: UNet, optimizer: torch.optim.Optimizer, scaler: torch.
             "scaler": scaler.state_dict(), "epoch": epoch, "best_iou": best_iou, "args": plain_args, **extra}
 
 
+def trim_metrics(path: Path, epochs: int) -> int:
+    """Keep the rows of epochs 1..``epochs`` of ``metrics.jsonl``; return how many rows were dropped.
+
+    A run killed after writing an epoch's row but before its ``last.pt`` (or in the middle of the
+    row) resumes at that epoch again; without this the file would hold that epoch twice, or half a line.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # from a kill inside an earlier trim
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs:
+            keep.append(line)
+    if len(keep) == len(lines):
+        return 0
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+def recorded_best(path: Path, log: Callable[..., None]) -> float:
+    """The score stored in the run's ``best.pt``, or -inf when there is none.
+
+    ``best.pt`` is written before ``last.pt``, so after a kill between the two it holds a better
+    model than ``last.pt`` knows of; resuming with ``last.pt``'s best score alone would let a worse
+    epoch overwrite it.
+    """
+    if not path.is_file():
+        return -math.inf
+    try:
+        return float(checkpoint.load(path).get("best_iou", -math.inf))
+    except (ValueError, TypeError) as exc:
+        log(f"train.py: warning: ignoring {path}: {exc}")
+        return -math.inf
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -152,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or (args.resume.parent if args.resume else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
+        for name in ("last.pt", "best.pt"):  # what a kill inside a save left behind
+            for tmp in checkpoint.remove_stale_temps(out / name):
+                log(f"train.py: removed {tmp}, left by a run killed while saving")
     log(f"train.py: {len(train_pairs)} training / {len(val_pairs)} validation pairs from "
         f"{', '.join(map(str, args.data))}; run folder {out}")
     log(f"train.py: U-Net {args.base_filters} base filters, input {args.image_size}px, loss {args.loss}, "
@@ -172,6 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume.get("scaler", {}))
         start_epoch, best_iou = int(resume["epoch"]), float(resume["best_iou"])
+        if main_proc:
+            best_iou = max(best_iou, recorded_best(out / "best.pt", log))
+            dropped = trim_metrics(out / "metrics.jsonl", start_epoch)
+            if dropped:
+                log(f"train.py: dropped {dropped} metrics row(s) past epoch {start_epoch} (from a killed run)")
         log(f"train.py: resumed from {args.resume} at epoch {start_epoch + 1} (best IoU so far {best_iou:.4f})")
     net = DistributedDataParallel(model) if world > 1 else model
     loss_fn = make_loss(args.loss)
@@ -236,11 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             improved = score > best_iou
             best_iou = max(best_iou, score)
             state = training_state(model, optimizer, scaler, epoch + 1, best_iou, args)
-            checkpoint.save_atomic(state, out / "last.pt")
-            if improved:
-                checkpoint.save_atomic(state, out / "best.pt")
+            # last.pt is the commit point, written last: a kill before it lands only repeats this epoch
+            # on --resume, which drops this row again (trim_metrics) and keeps best.pt's score
+            # (recorded_best). The other order lost the row, or left best.pt behind last.pt's best score.
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if improved:
+                checkpoint.save_atomic(state, out / "best.pt")
+            checkpoint.save_atomic(state, out / "last.pt")
             model.train()
             log(f"epoch {epoch + 1}/{args.epochs}: loss {row['train_loss']:.4f}"
                 + (f", val IoU {row['val_iou']:.4f} Dice {row['val_dice']:.4f} BF {row['val_boundary_f']:.4f}"
