@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 import urllib3
@@ -77,7 +78,11 @@ def _error_message(r: requests.Response) -> str:
 
 
 class Client:
-    """Talks to ``/predictions/<model>``; thread-safe (one ``requests.Session`` per thread)."""
+    """Talks to ``/predictions/<model>``; thread-safe (one ``requests.Session`` per thread).
+
+    ``timeout`` bounds each whole request (upload, processing, answer), not each socket read: a
+    stuck or trickling server gets a ``ClientError`` after ``timeout`` seconds.
+    """
 
     def __init__(self, url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, key: str | None = None,
                  key_file: str | Path | None = DEFAULT_KEY_FILE, timeout: float = 300.0) -> None:
@@ -182,8 +187,8 @@ _IN_USE: dict[int, urllib3.connection.HTTPConnection] = {}  # thread id -> conne
 class _Recording:
     """Mixin: note the connection as the current thread's before each request goes out."""
 
-    def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        _IN_USE[threading.get_ident()] = self  # type: ignore[assignment]
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _IN_USE[threading.get_ident()] = self  # type: ignore[assignment]  (always mixed into an HTTPConnection)
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -206,7 +211,7 @@ class _RecordingHTTPSPool(HTTPSConnectionPool):
 class _DeadlineAdapter(HTTPAdapter):
     """requests' adapter with connections that a ``_Deadline`` can cut."""
 
-    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _RecordingHTTPPool, "https": _RecordingHTTPSPool}
 
@@ -351,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--key", help="inference key (default: read from --key-file)")
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
     p.add_argument("--jobs", type=int, default=2, help="requests in flight (default 2)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request, upload to answer")
     args = p.parse_args(argv)
 
     options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
