@@ -12,6 +12,7 @@
 import hashlib
 import json
 import os
+import struct
 import time
 import traceback
 
@@ -19,7 +20,8 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+gi.require_version("Babl", "0.1")
+from gi.repository import Babl, Gegl, Gimp, Gio  # noqa: E402
 
 PROC = "python-fu-replace-background"
 JOB = os.environ.get("RB_JOB", "/rbjob/job.json")
@@ -31,6 +33,51 @@ def pixels(drawable, fmt="R'G'B'A u8"):
     w, h = drawable.get_width(), drawable.get_height()
     rect = Gegl.Rectangle.new(0, 0, w, h)
     return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+
+
+# 1.0 in each component type GIMP stores, as the bytes of an opaque alpha value
+OPAQUE = {
+    "u8": b"\xff",
+    "u16": b"\xff" * 2,
+    "u32": b"\xff" * 4,
+    "half": struct.pack("=e", 1.0),
+    "float": struct.pack("=f", 1.0),
+    "double": struct.pack("=d", 1.0),
+}
+
+
+def stored_pixels(drawable: Gimp.Drawable, opaque_alpha: bool = False) -> bytes:
+    """The drawable's pixels exactly as GIMP stores them: read in its own format, so a plain copy.
+
+    Reading in any other format goes through a babl conversion, and babl picks each conversion
+    path per process by TIMING the candidates (a path slower than the reference one is dropped),
+    then any path within its error tolerance (about 5e-6) is legal. On a busy machine the same
+    pixels then read back with different last bits from one GIMP start to the next, and between
+    two source formats in one start: "R'G'B' u8" (before the plug-in adds alpha) and
+    "R'G'B'A u8" (after) did not always give the same "R'G'B'A float" bytes, which made the
+    before/after digests of an untouched layer differ now and then.
+
+    ``opaque_alpha`` splices in an alpha channel of 1.0 when the drawable has none, here rather
+    than through babl, so that adding an (opaque) alpha channel alone is not a pixel change.
+    """
+    fmt = drawable.get_format()
+    encoding = Babl.format_get_encoding(fmt)  # e.g. "R'G'B' u8", "RGBA float", "Y u16"
+    if Babl.format(encoding) != fmt:  # only for a non-sRGB image: the name would drop its space
+        raise RuntimeError(f"{drawable.get_name()!r} is not in sRGB: its format cannot be named to read it as stored")
+    data = pixels(drawable, encoding)
+    if not opaque_alpha or Babl.format_has_alpha(fmt):
+        return data
+    one = OPAQUE[encoding.rsplit(" ", 1)[1]]
+    size = len(one)
+    src_stride = Babl.format_get_bytes_per_pixel(fmt)
+    dst_stride = src_stride + size
+    count = len(data) // src_stride
+    out = bytearray(count * dst_stride)
+    for k in range(src_stride):
+        out[k::dst_stride] = data[k::src_stride]
+    for k in range(size):
+        out[src_stride + k::dst_stride] = one[k:k + 1] * count
+    return bytes(out)
 
 
 def digest(data):
@@ -50,14 +97,14 @@ def describe_layers(container_layers):
             "opacity": round(layer.get_opacity(), 4),
             "mode": int(layer.get_mode()),
             "has_alpha": layer.has_alpha(),
-            # float data so higher-precision images are compared exactly, not through 8 bits
-            "pixels": digest(pixels(layer, "R'G'B'A float")),
+            # the stored bytes: exact at any precision, and the same in every GIMP start
+            "pixels": digest(stored_pixels(layer, opaque_alpha=True)),
             "mask": None,
         }
         mask = layer.get_mask()
         if mask is not None:
             entry["mask"] = {
-                "pixels": digest(pixels(mask, "Y float")),
+                "pixels": digest(stored_pixels(mask)),
                 "apply": layer.get_apply_mask(),
                 "show": layer.get_show_mask(),
                 "edit": layer.get_edit_mask(),
