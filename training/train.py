@@ -77,11 +77,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-store", type=Path, default=Path("model_store"))
     p.add_argument("--model-name", default="person_segmenter")
     args = p.parse_args(argv)
-    if not args.data:
-        args.data = [Path("Dataset")]
+    # which options were typed: on --resume the others take the resumed run's values (restore_run_args)
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    args.given = sorted(vars(p.parse_args(argv)))
     if args.resume and args.init:
         p.error("--resume and --init exclude each other")
     return args
+
+
+# Options a resumed run takes from its checkpoint unless given again; not --out (default: the
+# checkpoint's folder), --resume or --init.
+PATH_OPTIONS = {"data", "val_data", "val_list", "model_store"}
+RUN_OPTIONS = {"data", "val_data", "val_list", "val_fraction", "epochs", "batch_size", "lr", "schedule",
+               "weight_decay", "base_filters", "image_size", "loss", "paste_prob", "device", "amp", "workers",
+               "threads", "seed", "skip_bad", "limit", "val_limit", "preview_count", "no_export",
+               "model_store", "model_name"}
+
+
+def restore_run_args(args: argparse.Namespace, saved: dict) -> None:
+    """Give every option not typed on this command line the value the resumed run was started with.
+
+    ``python training/train.py --resume runs/X/last.pt`` (what Ctrl-C prints) then continues the same
+    run: same data, split, epochs, learning rate, loss... Options given again (``--epochs 20``) win.
+    """
+    for name in RUN_OPTIONS - set(args.given):
+        if name not in saved:
+            continue
+        value = saved[name]
+        if name in PATH_OPTIONS and value is not None:
+            value = [Path(v) for v in value] if isinstance(value, list) else Path(value)
+        setattr(args, name, value)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int]:
@@ -109,7 +135,7 @@ def training_state(model: UNet, optimizer: torch.optim.Optimizer, scaler: torch.
                    best_iou: float, args: argparse.Namespace, **extra) -> dict:
     """A checkpoint holding only tensors and plain values, so it loads with weights_only=True."""
     plain_args = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
-                  for k, v in vars(args).items()}
+                  for k, v in vars(args).items() if k != "given"}
     return {"model": model.state_dict(), "config": model_config(args), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "best_iou": best_iou, "args": plain_args, **extra}
 
@@ -158,6 +184,13 @@ def recorded_best(path: Path, log: Callable[..., None]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        resume = checkpoint.load(args.resume) if args.resume else None
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    if resume:
+        restore_run_args(args, resume.get("args") or {})
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,10 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     np.random.seed(args.seed + rank)
 
     try:
-        resume = checkpoint.load(args.resume) if args.resume else None
         if resume:
             saved = resume["config"]
             args.base_filters, args.image_size = saved["base_filters"], saved["image_size"]
+        args.data = args.data or [Path("Dataset")]
         pairs = find_pairs(args.data, skip_bad=args.skip_bad)
         if args.val_data:
             train_pairs, val_pairs = pairs, find_pairs(args.val_data, skip_bad=args.skip_bad)

@@ -45,6 +45,23 @@ def test_one_epoch_writes_everything_then_resume_continues(tiny_dataset: Path, t
     assert checkpoint.load(out / "last.pt")["epoch"] == 2
 
 
+def test_resume_alone_continues_the_same_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    """``--resume last.pt`` with nothing else (what Ctrl-C prints) keeps the run's data and options."""
+    out, store = tmp_path / "run", tmp_path / "store"
+    proc = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--out", str(out), "--model-store", str(store)])
+    assert proc.returncode == 0, proc.stderr
+    (store / "person_segmenter.mar").unlink()
+
+    proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"9 training / 3 validation pairs from {tiny_dataset}" in proc.stderr
+    assert "U-Net 4 base filters, input 64px" in proc.stderr and "batch 2 x" in proc.stderr
+    assert "epoch 2/2" in proc.stderr
+    assert (store / "person_segmenter.mar").is_file()  # --model-store kept too
+    args = checkpoint.load(out / "last.pt")["args"]
+    assert args["epochs"] == 2 and args["data"] == [str(tiny_dataset)] and args["preview_count"] == 2
+
+
 def test_bad_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
     proc = _run([*TRAIN, "--data", str(tmp_path / "missing"), *TINY_ARGS])
     assert proc.returncode == 2
