@@ -260,7 +260,7 @@ def start_server(workdir: str | Path = DEFAULT_WORKDIR, model_store: str | Path 
     running = Server.from_state(workdir)
     if running is not None:
         raise ServeError(f"a TorchServe instance from {workdir} is already running (pid {running.pid}); "
-                         "stop it first (`make stop`)")
+                         f"stop it first (`{_stop_hint(workdir)}`)")
     props = read_properties(config)
     ports = dict(ports or {})
     urls = {}
@@ -406,9 +406,23 @@ def _expiry(server: Server, kind: str = "inference") -> str:
         return "unknown"
 
 
-def _curl_example(server: Server) -> str:
+def _command(workdir: str | Path, command: str) -> str:
+    """The ``handler.serve`` command line for this instance, as printed in hints.
+
+    This interpreter (``.venv/bin/python``: a bare ``python`` may lack the dependencies), and
+    ``--workdir`` for an instance outside ``./serve``, so a hint never acts on another server.
+    """
     py = os.path.relpath(sys.executable) if sys.executable.startswith(str(REPO)) else sys.executable
-    return (f'curl -sS -H "Authorization: Bearer $({py} -m handler.serve key)" \\\n'
+    workdir = Path(workdir).resolve()
+    return f"{py} -m handler.serve {command}" + ("" if workdir == DEFAULT_WORKDIR else f" --workdir {workdir}")
+
+
+def _stop_hint(workdir: str | Path) -> str:
+    return "make stop" if Path(workdir).resolve() == DEFAULT_WORKDIR else _command(workdir, "stop")
+
+
+def _curl_example(server: Server) -> str:
+    return (f'curl -sS -H "Authorization: Bearer $({_command(server.workdir, "key")})" \\\n'
             f'     -H "Content-Type: image/jpeg" -H "X-Mode: composite" -H "X-Background: #2E7D32" \\\n'
             f'     --data-binary @photo.jpg -o composite.png {server.predictions_url}')
 
@@ -419,7 +433,7 @@ def _describe(server: Server) -> str:
         f"  management   {server.management_url}   metrics {server.metrics_url}/metrics",
         f"  key file     {server.key_file}",
         f"               inference key expires at {_expiry(server)}; renew with "
-        "`python -m handler.serve rotate-key`",
+        f"`{_command(server.workdir, 'rotate-key')}`",
         f"  logs         {server.log_dir}",
     ])
 
@@ -438,8 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "start":
             running = Server.from_state(args.workdir)
             if running is not None:
-                print(f"{prog}: TorchServe is already running (pid {running.pid}); `make stop` first to "
-                      f"reload a new archive.\n{_describe(running)}")
+                print(f"{prog}: TorchServe is already running (pid {running.pid}); `{_stop_hint(args.workdir)}` "
+                      f"first to reload a new archive.\n{_describe(running)}")
                 return 0
             t0 = time.monotonic()
             print(f"{prog}: starting TorchServe from {args.workdir.resolve()} ...", flush=True)
@@ -447,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   ready_timeout=args.timeout)
             print(f"{prog}: {server.model_name} is READY after {time.monotonic() - t0:.1f} s "
                   f"(pid {server.pid})\n{_describe(server)}\n\nTry it:\n{_curl_example(server)}\n\n"
-                  f"Stop it with `make stop`.")
+                  f"Stop it with `{_stop_hint(server.workdir)}`.")
         elif args.command == "stop":
             stopped = stop_server(args.workdir)
             print(f"{prog}: " + ("TorchServe stopped." if stopped else "TorchServe was not running."))

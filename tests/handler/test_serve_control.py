@@ -80,3 +80,21 @@ def test_client_without_server_explains(tmp_path: Path) -> None:
     c = client.Client(key_file=tmp_path / "missing.json")
     with pytest.raises(client.ClientError, match="key file"):
         c.key()
+
+
+def test_printed_hints_name_the_instance_they_belong_to(tmp_path: Path) -> None:
+    """Hints printed for an instance outside ./serve carry its --workdir (`make stop` would stop another)."""
+    def server(workdir: Path) -> serve.Server:
+        return serve.Server(workdir, "http://127.0.0.1:18080", "http://127.0.0.1:18081", "http://127.0.0.1:18082",
+                            "tiny", 1, 0.0)
+
+    other = server(tmp_path / "w")
+    text = serve._describe(other) + serve._curl_example(other)
+    assert f"handler.serve key --workdir {tmp_path / 'w'}" in text
+    assert f"handler.serve rotate-key --workdir {tmp_path / 'w'}" in text
+    assert serve._stop_hint(other.workdir).endswith(f"handler.serve stop --workdir {tmp_path / 'w'}")
+    assert "-m handler.serve" in text and "`python -m" not in text  # the venv's python, not a bare one
+
+    default = server(serve.DEFAULT_WORKDIR)
+    assert "--workdir" not in serve._describe(default) + serve._curl_example(default)
+    assert serve._stop_hint(default.workdir) == "make stop"
