@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
@@ -57,6 +59,14 @@ def ui_unavailable_reason(root: Path | None = None) -> str | None:
         if not (root / tool).exists():
             return f"the GIMP root {root} has no {tool}: re-run `make gimp-root` to add xvfb and xdotool"
     return None
+
+
+def skip_unless_gimp(ui: bool = False, what: str = "GIMP tests") -> None:
+    """Skip where GIMP cannot run (``ui``: nor its dialogs), printing why: these tests never pass silently."""
+    reason = ui_unavailable_reason() if ui else unavailable_reason()
+    if reason:
+        print(f"SKIP {what}: {reason}")
+        pytest.skip(reason)
 
 
 @dataclass
@@ -137,3 +147,28 @@ def run_gimp(
     (job_dir / "gimp.log").write_text(log)
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     return GimpRun(rc, log, results, job_dir)
+
+
+# --- checks on the driver's results, shared by the test modules ---------------------------------
+
+
+def assert_unchanged(case: dict) -> None:
+    """Same layers (ids, names, offsets, pixels, masks, visibility), selection and selected layers."""
+    assert case["before"] == case["after"], json.dumps({"before": case["before"], "after": case["after"]})[:3000]
+
+
+def assert_failed_cleanly(case: dict, needles: list[str], hint: bool = True, undo_clean: bool = True) -> None:
+    """The run failed with an error naming every needle, and the image is exactly as it was.
+
+    ``hint``: the error must also say what to do ("Fix: ..."). ``undo_clean``: nothing is on the
+    undo stack either, as for every failure before the edit; a failure half-way through the edit
+    is rolled back by hand inside its undo group, which leaves an (empty) undo step: False there.
+    """
+    assert case["status"] == "execution-error", f"expected a clean failure, got {case['status']!r}"
+    for needle in needles:
+        assert needle in case["error"], case["error"]
+    if hint:
+        assert "Fix:" in case["error"], case["error"]
+    assert_unchanged(case)
+    if undo_clean:
+        assert not case["undo_dirty"], "a failure before the edit must not leave an undo step"

@@ -21,7 +21,6 @@ Without root or the GIMP root every test here skips with the reason; they never 
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import socket
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pytest
 import requests
 from fake_mask_server import FakeMaskServer, ellipse_mask
-from gimp_harness import PROC_NAME, GimpRun, in_job, run_gimp, ui_unavailable_reason, unavailable_reason
+from gimp_harness import PROC_NAME, GimpRun, assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
 from PIL import Image
 
 pytestmark = pytest.mark.gimp
@@ -39,14 +38,12 @@ HERE = Path(__file__).resolve().parent
 PHOTO = HERE / "data" / "astronaut.jpg"
 BLUE = "#00c0ff"
 BLUE_RGB = (0, 192, 255)
+BLUE_BACKGROUND = {"background": "color", "background-color": BLUE}
 
 
 @pytest.fixture(scope="module")
 def gimp_ready() -> None:
-    reason = unavailable_reason()
-    if reason:
-        print(f"SKIP GIMP tests: {reason}")
-        pytest.skip(reason)
+    skip_unless_gimp()
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +59,11 @@ def real_server(request: pytest.FixtureRequest) -> object:
         reason = f"the real TorchServe could not start ({type(exc).__name__}: {str(exc)[:300]})"
         print(f"SKIP GIMP real-server tests: {reason}")
         pytest.skip(reason)
+
+
+def server_args(server: object) -> dict:
+    """The procedure's arguments that point it at the real TorchServe (``torchserve_server``)."""
+    return {"server-url": server.inference_url, "model-name": server.model_name, "inference-key": server.inference_key}
 
 
 def _free_port() -> int:
@@ -121,9 +123,19 @@ def assert_same_mask(got: np.ndarray, want: np.ndarray) -> None:
     assert diff.max() == 0, f"mask differs: max {diff.max()}, {np.count_nonzero(diff)} pixels of {diff.size}"
 
 
-def assert_unchanged(case: dict) -> None:
-    """Same layers (ids, names, offsets, pixels, masks, visibility), selection and selected layers."""
-    assert case["before"] == case["after"], json.dumps({"before": case["before"], "after": case["after"]})[:3000]
+def successful(run: GimpRun, name: str) -> dict:
+    """Case ``name`` of ``run``, once its call succeeded: a failed call fails the test with the plug-in's error."""
+    case = run.case(name)
+    assert case["status"] == "success", case.get("error")
+    return case
+
+
+def photo_and_mask(run: GimpRun, case: dict, server: object) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's pixels and GIMP's layer mask, after checking that the mask is exactly the server's for them."""
+    photo = layer_pixels(run, case)
+    mask = gimp_mask(run, case)
+    assert_same_mask(mask, server_mask(server, photo))
+    return photo, mask
 
 
 def background_pixels(run: GimpRun, case: dict) -> np.ndarray:
@@ -235,12 +247,7 @@ def test_procedure_is_registered(fake_batch: GimpRun) -> None:
     ],
 )
 def test_malformed_answers_fail_cleanly(fake_batch: GimpRun, name: str, needles: list[str]) -> None:
-    case = fake_batch.case(name)
-    assert case["status"] == "execution-error"
-    for needle in needles:
-        assert needle in case["error"]
-    assert_unchanged(case)
-    assert not case["undo_dirty"], "a failure before the edit must not leave an undo step"
+    assert_failed_cleanly(fake_batch.case(name), needles, hint=False)  # "Fix:" is a needle where it is due
 
 
 @pytest.mark.parametrize(
@@ -255,29 +262,20 @@ def test_malformed_answers_fail_cleanly(fake_batch: GimpRun, name: str, needles:
     ],
 )
 def test_bad_input_is_refused_before_any_change(fake_batch: GimpRun, name: str, needles: list[str]) -> None:
-    case = fake_batch.case(name)
-    assert case["status"] == "execution-error"
-    for needle in needles:
-        assert needle in case["error"], case["error"]
-    assert "Fix:" in case["error"]
-    assert_unchanged(case)
-    assert not case["undo_dirty"]
+    assert_failed_cleanly(fake_batch.case(name), needles)
 
 
 @pytest.mark.parametrize("name", ["rollback_mask", "rollback_new-layer", "rollback_apply", "rollback_blur_alpha",
                                   "rollback_no_alpha"])
 def test_failure_half_way_through_the_edit_is_rolled_back(rollback_batch: GimpRun, name: str) -> None:
     """Old mask restored, added alpha removed, new layers gone, selection and visibility as before."""
-    case = rollback_batch.case(name)
-    assert case["status"] == "execution-error"
-    assert "failed unexpectedly" in case["error"] and "fault injected" in case["error"]
-    assert_unchanged(case)
+    needles = ["failed unexpectedly", "fault injected"]
+    assert_failed_cleanly(rollback_batch.case(name), needles, hint=False, undo_clean=False)
 
 
 def test_grow_and_feather_work_and_ignore_the_selection(fake_batch: GimpRun) -> None:
     """Shrink + feather make the mask smaller and softer than the server's, over the whole layer."""
-    case = fake_batch.case("fake_ok_soft")
-    assert case["status"] == "success", case.get("error")
+    case = successful(fake_batch, "fake_ok_soft")
     got = gimp_mask(fake_batch, case).astype(int)
     sent = np.frombuffer(ellipse_mask(512, 512), np.uint8).reshape(512, 512).astype(int)
     assert got.sum() < sent.sum()  # shrunk
@@ -297,19 +295,17 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
     photo = in_job(job, PHOTO)
     bg_image = in_job(job, _bg_image(job / "bg-source.png"))
     key_file = Path(real_server.workdir) / "key_file.json" if hasattr(real_server, "workdir") else None
-    base = {"server-url": real_server.inference_url, "model-name": real_server.model_name,
-            "inference-key": real_server.inference_key}
-    colour = {"background": "color", "background-color": BLUE}
+    base = server_args(real_server)
     cases = [
-        {"name": "rgb_mask", "input": photo, "args": {**base, **colour}},
+        {"name": "rgb_mask", "input": photo, "args": {**base, **BLUE_BACKGROUND}},
         {"name": "offset_layer", "input": photo,
          "setup": {"crop_layer": [96, 40, 320, 400], "offsets": [150, 70], "under_layer": True},
-         "args": {**base, **colour}},
+         "args": {**base, **BLUE_BACKGROUND}},
         {"name": "gray", "input": photo, "setup": {"gray": True}, "args": {**base, "background-color": "#404040"}},
         {"name": "float_precision", "input": photo, "setup": {"precision": "float-linear"},
-         "args": {**base, **colour}},
+         "args": {**base, **BLUE_BACKGROUND}},
         {"name": "u16_alpha_new_layer", "input": photo, "setup": {"precision": "u16-non-linear", "alpha": True},
-         "args": {**base, **colour, "output": "new-layer"}},
+         "args": {**base, **BLUE_BACKGROUND, "output": "new-layer"}},
         {"name": "apply_transparent", "input": photo, "args": {**base, "output": "apply", "background": "transparent"}},
         {"name": "image_background", "input": photo,
          "args": {**base, "background": "image", "background-image": bg_image}},
@@ -331,11 +327,8 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
 
 @pytest.mark.serve
 def test_layer_mask_equals_the_servers_mask(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("rgb_mask")
-    assert case["status"] == "success", case.get("error")
-    photo = layer_pixels(real_batch, case)
-    mask = gimp_mask(real_batch, case)
-    assert_same_mask(mask, server_mask(real_server, photo))
+    case = successful(real_batch, "rgb_mask")
+    photo, mask = photo_and_mask(real_batch, case, real_server)
     # non-destructive: the photo layer keeps its pixels, gets a mask, a colour layer goes under it
     before, after = case["before"]["layers"], case["after"]["layers"]
     assert [lyr["name"] for lyr in after] == [before[0]["name"], "Background (Replace Background)"]
@@ -349,13 +342,10 @@ def test_layer_mask_equals_the_servers_mask(real_batch: GimpRun, real_server: ob
 
 @pytest.mark.serve
 def test_offset_smaller_layer(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("offset_layer")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "offset_layer")
     assert case["layer"]["size"] == [320, 400] and case["layer"]["offsets"] == [150, 70]
-    photo = layer_pixels(real_batch, case)
-    mask = gimp_mask(real_batch, case)
+    photo, mask = photo_and_mask(real_batch, case, real_server)
     assert mask.shape == (400, 320)
-    assert_same_mask(mask, server_mask(real_server, photo))
     bg = next(lyr for lyr in case["after"]["layers"] if lyr["id"] == case["background_layer"])
     assert bg["offsets"] == [150, 70] and bg["size"] == [320, 400]
     comp = exported(case, real_batch)
@@ -371,30 +361,23 @@ def test_offset_smaller_layer(real_batch: GimpRun, real_server: object) -> None:
 
 @pytest.mark.serve
 def test_greyscale_image(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("gray")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "gray")
     assert case["after"]["base_type"] == 1  # still GRAY
-    photo = layer_pixels(real_batch, case)
-    mask = gimp_mask(real_batch, case)
-    assert_same_mask(mask, server_mask(real_server, photo))
+    photo, mask = photo_and_mask(real_batch, case, real_server)
     assert_composite(exported(case, real_batch), photo, mask, (64, 64, 64))
 
 
 @pytest.mark.serve
 def test_float_precision_image(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("float_precision")
-    assert case["status"] == "success", case.get("error")
-    photo = layer_pixels(real_batch, case)
-    mask = gimp_mask(real_batch, case)
-    assert_same_mask(mask, server_mask(real_server, photo))
+    case = successful(real_batch, "float_precision")
+    photo, mask = photo_and_mask(real_batch, case, real_server)
     assert case["after"]["precision"] == case["before"]["precision"]
     assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
 
 
 @pytest.mark.serve
 def test_new_layer_output_keeps_the_original(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("u16_alpha_new_layer")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "u16_alpha_new_layer")
     before, after = case["before"]["layers"], case["after"]["layers"]
     assert len(after) == 2 and after[0]["id"] == case["result_layer"]
     assert after[0]["name"].endswith("(background replaced)") and after[0]["mask"] is None
@@ -408,8 +391,7 @@ def test_new_layer_output_keeps_the_original(real_batch: GimpRun, real_server: o
 
 @pytest.mark.serve
 def test_apply_output_with_transparent_background(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("apply_transparent")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "apply_transparent")
     after = case["after"]["layers"]
     assert len(after) == 1 and after[0]["name"] == case["before"]["layers"][0]["name"] and after[0]["mask"] is None
     photo = layer_pixels(real_batch, case)
@@ -422,8 +404,7 @@ def test_apply_output_with_transparent_background(real_batch: GimpRun, real_serv
 
 @pytest.mark.serve
 def test_image_background_is_scaled_to_cover(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("image_background")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "image_background")
     bg = background_pixels(real_batch, case).astype(int)
     assert bg.shape[:2] == (512, 512)
     # 300x100 scaled to cover 512x512 -> 1536x512, centre-cropped: red left half, green right half
@@ -435,8 +416,7 @@ def test_image_background_is_scaled_to_cover(real_batch: GimpRun, real_server: o
 
 @pytest.mark.serve
 def test_blur_background(real_batch: GimpRun, real_server: object) -> None:
-    case = real_batch.case("blur_background")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "blur_background")
     photo = layer_pixels(real_batch, case)
     bg = background_pixels(real_batch, case)
 
@@ -455,8 +435,7 @@ def test_blur_background(real_batch: GimpRun, real_server: object) -> None:
 @pytest.mark.serve
 def test_default_colour_is_white(real_batch: GimpRun, real_server: object) -> None:
     """GIMP 3.0 drops colour defaults over the PDB: a script leaving the colour unset still gets white."""
-    case = real_batch.case("default_colour")
-    assert case["status"] == "success", case.get("error")
+    case = successful(real_batch, "default_colour")
     photo = layer_pixels(real_batch, case)
     assert_composite(exported(case, real_batch), photo, gimp_mask(real_batch, case), (255, 255, 255))
 
@@ -472,22 +451,14 @@ def test_default_colour_is_white(real_batch: GimpRun, real_server: object) -> No
 )
 @pytest.mark.serve
 def test_failures_leave_the_image_unchanged(real_batch: GimpRun, name: str, needles: list[str]) -> None:
-    case = real_batch.case(name)
-    assert case["status"] == "execution-error"
-    for needle in needles:
-        assert needle in case["error"], case["error"]
-    assert "Fix:" in case["error"]
-    assert_unchanged(case)
-    assert not case["undo_dirty"]
+    assert_failed_cleanly(real_batch.case(name), needles)
 
 
 @pytest.mark.serve
 def test_key_file_argument(real_batch: GimpRun, real_server: object) -> None:
     if not any(c["name"] == "key_file" for c in real_batch.results.get("cases", [])):
         pytest.skip("the torchserve_server fixture exposes no key file (no .workdir)")
-    case = real_batch.case("key_file")
-    assert case["status"] == "success", case.get("error")
-    assert_same_mask(gimp_mask(real_batch, case), server_mask(real_server, layer_pixels(real_batch, case)))
+    photo_and_mask(real_batch, successful(real_batch, "key_file"), real_server)
 
 
 # --- batch 3: a 24-megapixel photo -----------------------------------------------------------------
@@ -498,15 +469,11 @@ def test_key_file_argument(real_batch: GimpRun, real_server: object) -> None:
 def test_24_megapixel_photo(gimp_ready: None, real_server: object, tmp_path: Path) -> None:
     photo = in_job(tmp_path, PHOTO)
     case = {"name": "big", "input": photo, "setup": {"scale": [6000, 4000]},
-            "args": {"server-url": real_server.inference_url, "model-name": real_server.model_name,
-                     "inference-key": real_server.inference_key, "timeout": 600,
-                     "background": "color", "background-color": BLUE}}
+            "args": {**server_args(real_server), "timeout": 600, **BLUE_BACKGROUND}}
     run = run_gimp(tmp_path, [case])
-    res = run.case("big")
-    assert res["status"] == "success", res.get("error")
+    res = successful(run, "big")
     assert res["mask_size"] == [6000, 4000]
-    mask = gimp_mask(run, res)
-    assert_same_mask(mask, server_mask(real_server, layer_pixels(run, res)))
+    photo_and_mask(run, res, real_server)
     print(f"24 MP run in GIMP: {res['seconds']:.1f} s")
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
@@ -517,10 +484,7 @@ def test_24_megapixel_photo(gimp_ready: None, real_server: object, tmp_path: Pat
 def test_dialog_runs_and_remembers_the_options(tmp_path: Path) -> None:
     """Filters > Enhance > Replace Background…: the ProcedureDialog opens, OK runs it, and a later
     'Repeat' (WITH_LAST_VALS, no arguments given) reuses what the dialog ran with."""
-    reason = ui_unavailable_reason()
-    if reason:
-        print(f"SKIP dialog test: {reason}")
-        pytest.skip(reason)
+    skip_unless_gimp(ui=True, what="dialog test")
     photo = in_job(tmp_path, PHOTO)
     with FakeMaskServer(key="k") as srv:
         cases = [
