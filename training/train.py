@@ -225,6 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     out = args.out or (args.resume.parent if args.resume else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    held = [name for name in ("last.pt", "best.pt", "metrics.jsonl") if (out / name).exists()]
+    if held and not resume:  # a fresh run would append to its metrics and replace its best.pt
+        print(f"train.py: error: {out} already holds a run ({', '.join(held)}); continue it with "
+              f"--resume {out / 'last.pt'}, or choose another --out (or remove the folder)", file=sys.stderr)
+        return 2
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("last.pt", "best.pt"):  # what a kill inside a save left behind
@@ -277,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         net.train()
         bar = Progress(len(loader), f"epoch {epoch + 1}/{args.epochs}", enabled=main_proc)
         total, count, t0 = 0.0, 0, time.monotonic()
+        committed, best_before = False, best_iou  # committed: this epoch's last.pt is written
+        # Ctrl-C anywhere in the epoch (training, validation, preview, saving): keep a last.pt that
+        # repeats this epoch, unless the epoch's own last.pt is already written
         try:
             for images, masks in loader:
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
@@ -292,48 +300,50 @@ def main(argv: Sequence[str] | None = None) -> int:
                 total += loss.item() * images.shape[0]
                 count += images.shape[0]
                 bar.update(1, loss=total / count)
+            train_time = time.monotonic() - t0
+            if world > 1:
+                stats = torch.tensor([total, count], dtype=torch.float64)
+                dist.all_reduce(stats)
+                total, count = stats.tolist()
+
+            if main_proc:
+                row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(1, count),
+                       "train_images_per_s": count / train_time, "train_seconds": train_time}
+                if val_samples:
+                    segmenter = Segmenter(model, args.image_size, device, amp=None)
+                    rows = evaluate_samples(segmenter, val_samples)
+                    val = mean_metrics(rows)
+                    row.update({"val_iou": val["iou"], "val_dice": val["dice"], "val_boundary_f": val["boundary_f"]})
+                    save_preview(segmenter, [val_samples[i] for i in preview_idx], out / f"preview_{epoch + 1:03d}.png")
+                score = row.get("val_iou", -row["train_loss"])
+                improved = score > best_iou
+                best_iou = max(best_iou, score)
+                state = training_state(model, optimizer, scaler, epoch + 1, best_iou, args)
+                # last.pt is the commit point, written last: a kill before it lands only repeats this epoch
+                # on --resume, which drops this row again (trim_metrics) and keeps best.pt's score
+                # (recorded_best). The other order lost the row, or left best.pt behind last.pt's best score.
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if improved:
+                    checkpoint.save_atomic(state, out / "best.pt")
+                checkpoint.save_atomic(state, out / "last.pt")
+                committed = True
+                model.train()
+                log(f"epoch {epoch + 1}/{args.epochs}: loss {row['train_loss']:.4f}"
+                    + (f", val IoU {row['val_iou']:.4f} Dice {row['val_dice']:.4f} BF {row['val_boundary_f']:.4f}"
+                       if "val_iou" in row else "")
+                    + (" (best)" if improved else "") + f", {train_time:.0f}s")
+            if world > 1:
+                dist.barrier()
         except KeyboardInterrupt:
             bar.close()
             if main_proc:
-                checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_iou, args,
-                                                      interrupted=True), out / "last.pt")
+                if not committed:
+                    checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_before, args,
+                                                          interrupted=True), out / "last.pt")
                 log(f"\ntrain.py: interrupted in epoch {epoch + 1}; saved {out / 'last.pt'}. "
                     f"Continue with: python training/train.py --resume {out / 'last.pt'}")
             return 130
-        train_time = time.monotonic() - t0
-        if world > 1:
-            stats = torch.tensor([total, count], dtype=torch.float64)
-            dist.all_reduce(stats)
-            total, count = stats.tolist()
-
-        if main_proc:
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(1, count),
-                   "train_images_per_s": count / train_time, "train_seconds": train_time}
-            if val_samples:
-                segmenter = Segmenter(model, args.image_size, device, amp=None)
-                rows = evaluate_samples(segmenter, val_samples)
-                val = mean_metrics(rows)
-                row.update({"val_iou": val["iou"], "val_dice": val["dice"], "val_boundary_f": val["boundary_f"]})
-                save_preview(segmenter, [val_samples[i] for i in preview_idx], out / f"preview_{epoch + 1:03d}.png")
-            score = row.get("val_iou", -row["train_loss"])
-            improved = score > best_iou
-            best_iou = max(best_iou, score)
-            state = training_state(model, optimizer, scaler, epoch + 1, best_iou, args)
-            # last.pt is the commit point, written last: a kill before it lands only repeats this epoch
-            # on --resume, which drops this row again (trim_metrics) and keeps best.pt's score
-            # (recorded_best). The other order lost the row, or left best.pt behind last.pt's best score.
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if improved:
-                checkpoint.save_atomic(state, out / "best.pt")
-            checkpoint.save_atomic(state, out / "last.pt")
-            model.train()
-            log(f"epoch {epoch + 1}/{args.epochs}: loss {row['train_loss']:.4f}"
-                + (f", val IoU {row['val_iou']:.4f} Dice {row['val_dice']:.4f} BF {row['val_boundary_f']:.4f}"
-                   if "val_iou" in row else "")
-                + (" (best)" if improved else "") + f", {train_time:.0f}s")
-        if world > 1:
-            dist.barrier()
 
     if main_proc and not args.no_export:
         from training.export import export_archive

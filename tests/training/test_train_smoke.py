@@ -62,6 +62,18 @@ def test_resume_alone_continues_the_same_run(tiny_dataset: Path, tmp_path: Path)
     assert args["epochs"] == 2 and args["data"] == [str(tiny_dataset)] and args["preview_count"] == 2
 
 
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Not appending a second epoch 1 to metrics.jsonl, not replacing an earlier run's best.pt."""
+    out = tmp_path / "run"
+    args = [*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--out", str(out), "--no-export"]
+    assert _run(args).returncode == 0
+    before = {name: (out / name).read_bytes() for name in ("metrics.jsonl", "best.pt")}
+    proc = _run(args)
+    assert proc.returncode == 2
+    assert f"{out} already holds a run" in proc.stderr and f"--resume {out / 'last.pt'}" in proc.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
 def test_bad_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
     proc = _run([*TRAIN, "--data", str(tmp_path / "missing"), *TINY_ARGS])
     assert proc.returncode == 2
@@ -95,6 +107,34 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path
     proc2 = _run([*TRAIN, "--resume", str(out / "last.pt"), "--data", str(tiny_dataset), *TINY_ARGS, "--no-export"])
     assert proc2.returncode == 0, proc2.stderr
     assert checkpoint.load(out / "last.pt")["epoch"] == 1
+
+
+def test_ctrl_c_during_validation_also_leaves_a_resumable_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C after the training steps, while the (slow, full-resolution) validation runs: no traceback."""
+    from tests.training.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", count=16, size=(96, 80))
+    val = make_dataset(tmp_path / "val", count=150, size=(1200, 1000), seed=1)
+    out = tmp_path / "run"
+    args = [*TRAIN, "--data", str(data), "--val-data", str(val), *TINY_ARGS, "--epochs", "3", "--out", str(out),
+            "--no-export"]
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "epoch 1/3 100.0%" in line:  # the last training step is done; validation starts
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Continue with: python training/train.py --resume" in err
+    assert "epoch 1/3: loss" not in err  # it was stopped inside validation, before the epoch's end
+    state = checkpoint.load(out / "last.pt")
+    assert state["interrupted"] is True and state["epoch"] == 0
 
 
 @pytest.fixture
