@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -182,8 +183,19 @@ def recorded_best(path: Path, log: Callable[..., None]) -> float:
         return -math.inf
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler's stop, ``timeout``): stop as on Ctrl-C, with a checkpoint."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # A run started in the background by a script ignores SIGINT (the shell sets it so), which leaves
+    # `kill PID` as the way to stop it: make that save a resumable checkpoint too.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         resume = checkpoint.load(args.resume) if args.resume else None
     except (FileNotFoundError, ValueError) as exc:
@@ -335,15 +347,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + (" (best)" if improved else "") + f", {train_time:.0f}s")
             if world > 1:
                 dist.barrier()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             bar.close()
             if main_proc:
                 if not committed:
                     checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_before, args,
                                                           interrupted=True), out / "last.pt")
-                log(f"\ntrain.py: interrupted in epoch {epoch + 1}; saved {out / 'last.pt'}. "
+                log(f"\ntrain.py: {'terminated' if isinstance(stop, Terminated) else 'interrupted'} in epoch "
+                    f"{epoch + 1}; saved {out / 'last.pt'}. "
                     f"Continue with: python training/train.py --resume {out / 'last.pt'}")
-            return 130
+            return 143 if isinstance(stop, Terminated) else 130
 
     if main_proc and not args.no_export:
         from training.export import export_archive

@@ -80,7 +80,10 @@ def test_bad_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
     assert "missing" in proc.stderr and "Images/" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_stop_signal_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path, signum: int,
+                                                   code: int) -> None:
+    """Ctrl-C, and SIGTERM (``kill PID``: the way to stop a run started in the background by a script)."""
     from tests.training.conftest import make_dataset
 
     data = make_dataset(tmp_path / "big", count=200, size=(96, 80))
@@ -96,12 +99,12 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path
             if "epoch 1/50" in line or time.monotonic() > deadline:
                 break
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert "--resume" in err
+    assert proc.returncode == code, err
+    assert "--resume" in err and "Traceback" not in err
     state = checkpoint.load(out / "last.pt")
     assert state["interrupted"] is True and state["epoch"] == 0
     proc2 = _run([*TRAIN, "--resume", str(out / "last.pt"), "--data", str(tiny_dataset), *TINY_ARGS, "--no-export"])
