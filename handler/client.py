@@ -125,7 +125,7 @@ class Client:
         """A transport failure (no HTTP status) in words: refused, timed out, or dropped mid-request."""
         causes = _causes(exc)
         late = ClientError(f"no answer from {self.url} within {self.timeout:g} s: the server is busy or stuck "
-                           "(`python -m handler.serve status`); a larger --timeout helps for huge photos")
+                           "(`.venv/bin/python -m handler.serve status`); a larger --timeout helps for huge photos")
         if deadline.fired or (isinstance(exc, requests.Timeout) and not isinstance(exc, requests.ConnectionError)):
             return late
         if any(isinstance(c, (ConnectionRefusedError, urllib3.exceptions.NewConnectionError)) for c in causes):
@@ -135,7 +135,7 @@ class Client:
         root = next((c for c in reversed(causes) if not type(c).__module__.startswith(("requests", "urllib3"))), exc)
         return ClientError(f"the server at {self.url} closed the connection before answering "
                            f"({type(root).__name__}: {root}): it was stopped or restarted, or its worker died. "
-                           "Check `python -m handler.serve status` and serve/logs/, then retry")
+                           "Check `.venv/bin/python -m handler.serve status` and serve/logs/, then retry")
 
     def process(self, image: bytes | str | Path, *, mode: str = "composite", background: str | None = None,
                 background_image: bytes | str | Path | None = None, format: str | None = None,
@@ -168,7 +168,7 @@ class Client:
             message = _error_message(r)
             if "InvalidKeyException" in r.text:
                 message += ("\n  the inference key is wrong or expired (keys last 60 minutes): "
-                            "run `python -m handler.serve rotate-key` or pass the right --key")
+                            "run `.venv/bin/python -m handler.serve rotate-key` or pass the right --key")
             raise ClientError(message, r.status_code)
         raise AssertionError("unreachable")
 

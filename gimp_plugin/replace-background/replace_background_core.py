@@ -372,7 +372,7 @@ def explain_http_error(status: int, body: bytes, settings: ServerSettings) -> st
             f"The server rejected the inference key ({said}). Fix: point Key file at the server's key_file.json "
             "(serve/key_file.json for `make serve`), which always holds the current key, or copy its "
             "\"inference\" key into Inference key. Keys change when the server restarts and expire after 60 "
-            "minutes by default: renew with `python -m handler.serve rotate-key`."
+            "minutes by default: renew with `.venv/bin/python -m handler.serve rotate-key`."
         )
     if status == 404:
         return (
@@ -433,7 +433,8 @@ def explain_url_error(exc: BaseException, settings: ServerSettings) -> str:
         return (
             f"The server at {url} closed the connection without an answer ({type(reason).__name__}: {reason}): "
             "it stopped or restarted while working, or refused the upload. Fix: check that it is running "
-            "(`python -m handler.serve status`) and retry; if it keeps happening, read its log (serve/logs/) and "
+            "(`.venv/bin/python -m handler.serve status`) and retry; if it keeps happening, read its log "
+            "(serve/logs/) and "
             "check that Server URL is this project's TorchServe (very large layers may exceed its "
             "max_request_size)."
         )
