@@ -50,7 +50,8 @@ evaluate: setup
 
 # MediaPipe's selfie segmenter, the baseline to beat, lives in its own venv (never a project dependency).
 MP_VENV ?= .venv-mediapipe
-DATASETS ?= ../shared/datasets
+# Folder holding the eg1800/ and ccp/ data sets (each with Images/ and Masks/): `make quality DATASETS=/path`.
+DATASETS ?= datasets
 
 $(MP_VENV)/.installed:
 	$(PYTHON) -m venv $(MP_VENV)
@@ -60,6 +61,7 @@ $(MP_VENV)/.installed:
 mediapipe-venv: $(MP_VENV)/.installed
 
 quality: setup mediapipe-venv
+	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp || { echo "make quality: no $(DATASETS)/eg1800 and $(DATASETS)/ccp; run make quality DATASETS=/path/to/datasets"; exit 2; }
 	$(PY) benchmarks/quality.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --grid docs/images/quality_grid.png
 

@@ -4,7 +4,7 @@ Both are scored the same way (person IoU, Dice and boundary F per image at the o
 resolution, averaged over images, threshold 0.5). MediaPipe runs in its own venv
 (``make mediapipe-venv``), never as a project dependency.
 
-    python benchmarks/quality.py --data ../shared/datasets/eg1800 --data ../shared/datasets/ccp \
+    python benchmarks/quality.py --data datasets/eg1800 --data datasets/ccp \
         --val-list training/splits/shared_val.txt --grid docs/images/quality_grid.png
 """
 

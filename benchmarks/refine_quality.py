@@ -1,7 +1,7 @@
 """Guided (edge-aware) vs bilinear upsampling of the mask: boundary F-score at full resolution.
 
     python benchmarks/refine_quality.py --checkpoint runs/ship-v1/best.pt \\
-        --data ../shared/datasets/ccp --data ../shared/datasets/eg1800 --data ../shared/datasets/vikram \\
+        --data datasets/ccp --data datasets/eg1800 --data datasets/vikram \\
         --val-list training/splits/shared_val.txt
 
 The comparison runs ``training.evaluate.evaluate_samples`` — exactly what ``evaluate.py --refine

@@ -3,7 +3,7 @@
 Predictions go through ``segmenter.inference`` — the exact path TorchServe serves — and are
 compared with the truth at each photo's original resolution.
 
-    python training/evaluate.py --data ../shared/datasets/ccp --val-list training/splits/shared_val.txt
+    python training/evaluate.py --data datasets/ccp --val-list training/splits/shared_val.txt
 """
 
 from __future__ import annotations
