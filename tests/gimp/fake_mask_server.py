@@ -11,7 +11,6 @@ only the PNG header of the upload to learn the size.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import struct
@@ -20,22 +19,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "gimp_plugin" / "replace-background"
 
 
-def load_core() -> ModuleType:
-    """Import the plug-in's stdlib module from its folder (the folder name has a dash)."""
-    spec = importlib.util.spec_from_file_location("replace_background_core", PLUGIN_DIR / "replace_background_core.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-core = load_core()
+# The plug-in's stdlib module, imported from its folder as GIMP does (the folder name has a dash, the
+# module's does not): one module object for every test that imports it.
+if str(PLUGIN_DIR) not in sys.path:
+    sys.path.insert(0, str(PLUGIN_DIR))
+import replace_background_core as core  # noqa: E402
 
 
 def ellipse_mask(width: int, height: int) -> bytes:

@@ -9,11 +9,9 @@ server stopping mid-request is in test_server_stop.py.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -21,6 +19,7 @@ from handler.client import Client, ClientError
 from tests.reliability.raw_servers import RawServer
 
 REPO = Path(__file__).resolve().parents[2]
+PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
 TIMEOUT = 1.0
 # How far past its timeout a client may return: thread start-up and one last 0.2 s poll on a busy
 # 2-core machine. A hang would be minutes (or forever, for the trickling server).
@@ -29,23 +28,10 @@ SMALL = b"\x89PNG\r\n\x1a\n" + bytes(2000)
 BIG = bytes(48 << 20)  # more than the loopback socket buffers hold, so a server that never reads blocks send()
 
 
-def load_core() -> ModuleType:
-    """The plug-in's stdlib module, imported from its folder (named with a dash) outside GIMP.
-
-    The same module object as tests/gimp's, when those tests have already loaded it.
-    """
-    if "replace_background_core" in sys.modules:
-        return sys.modules["replace_background_core"]
-    path = REPO / "gimp_plugin" / "replace-background" / "replace_background_core.py"
-    spec = importlib.util.spec_from_file_location("replace_background_core", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-core = load_core()
+# The plug-in's stdlib module from its folder, as tests/gimp/fake_mask_server.py imports it (same module object).
+if str(PLUGIN_DIR) not in sys.path:
+    sys.path.insert(0, str(PLUGIN_DIR))
+import replace_background_core as core  # noqa: E402
 
 
 def plugin_request(url: str, body: bytes, timeout: float = TIMEOUT) -> bytes:
