@@ -13,24 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def measure(checkout: Path, checkpoint: Path, sizes: list[float]) -> dict[str, float]:
@@ -38,6 +25,7 @@ def measure(checkout: Path, checkpoint: Path, sizes: list[float]) -> dict[str, f
     sys.path.insert(0, str(checkout))
     sys.path.insert(1, str(HERE))
     from benchmarks.photos import jpeg_bytes, synthetic_photo
+    from benchmarks.timing import median_time
     from segmenter import imaging
     from segmenter.inference import Segmenter
 
@@ -55,8 +43,8 @@ def measure(checkout: Path, checkpoint: Path, sizes: list[float]) -> dict[str, f
             return imaging.encode_jpeg(imaging.composite(image, alpha, imaging.blurred(image)))
 
         repeats = 5 if mp < 20 else 3
-        out[f"{mp:g} MP mask"] = median_ms(mask, repeats)
-        out[f"{mp:g} MP blur composite"] = median_ms(blur, repeats)
+        out[f"{mp:g} MP mask"] = median_time(mask, repeats)[0] * 1e3
+        out[f"{mp:g} MP blur composite"] = median_time(blur, repeats)[0] * 1e3
     return out
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -37,6 +36,7 @@ import requests
 import torch
 
 from benchmarks.photos import jpeg_bytes, synthetic_photo
+from benchmarks.timing import median_time
 from handler import serve
 from handler.person_handler import render, torch_threads
 from handler.request import Job, Options
@@ -70,13 +70,7 @@ def in_process(seg: Segmenter, data: bytes, fields: dict[str, str], repeats: int
         job.mask = upsample(seg.predict_lowres([image])[0], image, options.refine)
         return render(job)
 
-    once()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(once, repeats)[0]
 
 
 def _background(text: str | None) -> tuple[int, int, int] | str:

@@ -30,21 +30,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.photos import jpeg_bytes, synthetic_photo
+from benchmarks.timing import median_time
 from segmenter import imaging
 from segmenter.inference import Segmenter, autocast
 from segmenter.preprocess import letterbox, normalize
 from segmenter.refine import upsample
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Median seconds of ``repeats`` calls after one warm-up, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
