@@ -75,10 +75,17 @@ def _pixels(image: Image.Image, guide: str, size: tuple[int, int] | None = None)
     return np.asarray(img)
 
 
+def _view(pixels: np.ndarray) -> torch.Tensor:
+    """A tensor sharing the pixels' memory, never written to: Pillow's arrays are read-only and a copy
+    of a 24-megapixel photo only to silence torch's warning about that would cost 72 MB."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(pixels))
+
+
 def _as_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 HxW or HxWxC -> 1xCxHxW float in [0, 1]."""
-    arr = np.ascontiguousarray(pixels)
-    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).to(torch.float32).div_(255.0)
+    """uint8 HxW or HxWxC -> 1xCxHxW float in [0, 1] (a new tensor)."""
+    t = _view(pixels).to(torch.float32).div_(255.0)
     return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
 
@@ -151,11 +158,8 @@ def apply(coeffs: torch.Tensor, pixels: np.ndarray, band_rows: int = BAND_ROWS) 
     channels, rows = coeffs.shape[0] - 1, coeffs.shape[1]
     horizontal = _upsample(coeffs[None], (rows, width))[0]  # (C+1) x h x W
     i0, i1, t = _rows(height, rows)
-    with warnings.catch_warnings():  # Pillow's arrays are read-only; this code only reads them
-        warnings.simplefilter("ignore", UserWarning)
-        guide = torch.from_numpy(np.ascontiguousarray(pixels))
+    guide = _view(pixels)
     out = np.empty((height, width), np.uint8)
-    out_t = torch.from_numpy(out)
     for y0 in range(0, height, band_rows):
         y1 = min(height, y0 + band_rows)
         band = torch.lerp(horizontal.index_select(1, i0[y0:y1]), horizontal.index_select(1, i1[y0:y1]),
@@ -165,7 +169,7 @@ def apply(coeffs: torch.Tensor, pixels: np.ndarray, band_rows: int = BAND_ROWS) 
         acc = band[channels]
         for c in range(channels):
             acc.addcmul_(band[c], g[c], value=1 / 255)
-        out_t[y0:y1] = acc.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        out[y0:y1] = to_uint8(acc)
     return out
 
 
