@@ -49,9 +49,6 @@ KNOWN_FIELDS = frozenset(IMAGE_FIELDS) | frozenset(OPTION_HEADERS)
 MAX_OPTION_LENGTH = 64
 _QUOTE_CHARS = 40
 _MAX_NAMES_LISTED = 5
-# A multipart ``background`` field is a colour/keyword when it is this short and plain text;
-# no image format fits in 64 printable ASCII bytes.
-_MAX_TEXT_OPTION = MAX_OPTION_LENGTH
 _PRINTABLE = re.compile(rb"^[\x20-\x7e\t\r\n]*$")
 
 
@@ -135,7 +132,8 @@ def _text(value: Any, name: str) -> str:
 
 
 def _is_text_option(value: bytes | bytearray) -> bool:
-    return len(value) <= _MAX_TEXT_OPTION and bool(_PRINTABLE.match(bytes(value)))
+    # a colour/keyword when option-sized and plain text; no image format fits in 64 printable ASCII bytes
+    return len(value) <= MAX_OPTION_LENGTH and bool(_PRINTABLE.match(bytes(value)))
 
 
 def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
