@@ -87,13 +87,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# Options a resumed run takes from its checkpoint unless given again; not --out (default: the
-# checkpoint's folder), --resume or --init.
+# A resumed run takes every option from its checkpoint unless given again, except these: --out
+# (default: the checkpoint's folder), --resume and --init. Paths are stored as strings.
+NOT_RESTORED = {"out", "resume", "init", "given"}
 PATH_OPTIONS = {"data", "val_data", "val_list", "model_store"}
-RUN_OPTIONS = {"data", "val_data", "val_list", "val_fraction", "epochs", "batch_size", "lr", "schedule",
-               "weight_decay", "base_filters", "image_size", "loss", "paste_prob", "device", "amp", "workers",
-               "threads", "seed", "skip_bad", "limit", "val_limit", "preview_count", "no_export",
-               "model_store", "model_name"}
 
 
 def restore_run_args(args: argparse.Namespace, saved: dict) -> None:
@@ -102,7 +99,7 @@ def restore_run_args(args: argparse.Namespace, saved: dict) -> None:
     ``python training/train.py --resume runs/X/last.pt`` (what Ctrl-C prints) then continues the same
     run: same data, split, epochs, learning rate, loss... Options given again (``--epochs 20``) win.
     """
-    for name in RUN_OPTIONS - set(args.given):
+    for name in set(vars(args)) - NOT_RESTORED - set(args.given):
         if name not in saved:
             continue
         value = saved[name]
