@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from segmenter import checkpoint
-from segmenter.model import UNet
+from segmenter.model import UNet, fold_batchnorm
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE, letterbox, normalize
 from segmenter.refine import upsample
 
@@ -50,7 +50,7 @@ class Segmenter:
     def __init__(self, model: UNet, image_size: int = DEFAULT_IMAGE_SIZE, device: str | torch.device = "cpu",
                  amp: bool | None = None) -> None:
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.model = model.to(self.device).eval()
+        self.model = fold_batchnorm(model).to(self.device)
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.image_size = int(image_size)

@@ -7,9 +7,12 @@ load this same file that training uses.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -68,3 +71,21 @@ class UNet(nn.Module):
         for up, conv in zip(self.ups, self.up_convs, strict=True):
             y = conv(torch.cat([skips.pop(), up(y)], dim=1))
         return self.outc(y)[..., :h, :w]
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with each BatchNorm folded into the convolution before it.
+
+    In inference a BatchNorm is a fixed per-channel scale and shift, which the preceding
+    convolution can absorb: the same function (within float rounding) without the separate pass
+    over every activation map, which took 10% of a served 1-megapixel mask. A copy, so the
+    caller's model (a training run's, between epochs) keeps its BatchNorm layers and mode.
+    """
+    folded = copy.deepcopy(model).eval()
+    for seq in folded.modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+                    seq[i + 1] = nn.Identity()
+    return folded

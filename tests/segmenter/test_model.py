@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segmenter import checkpoint
-from segmenter.model import UNet
+from segmenter.model import UNet, fold_batchnorm
 
 
 @pytest.mark.parametrize("size", [(64, 64), (37, 53), (17, 100), (1, 1)])
@@ -82,3 +82,23 @@ def test_refused_checkpoint_never_advises_the_unsafe_load(tmp_path) -> None:
     message = str(info.value)
     assert str(path) in message and "could run code" in message and "system" in message
     assert "weights_only` set to `False`" not in message and "will likely succeed" not in message
+
+
+def test_folding_batchnorm_keeps_the_function_and_the_original() -> None:
+    """Inference folds BN into the convolutions; the caller's (training) model must stay as it was."""
+    torch.manual_seed(0)
+    model = UNet(base_filters=4)
+    for m in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.train()
+    folded = fold_batchnorm(model)
+    assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 37, 53)
+    model.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)

@@ -62,7 +62,7 @@ def test_batched_equals_single() -> None:
 
 def _whole_frame_guided(prob: torch.Tensor, photo: Image.Image) -> np.ndarray:
     """Reference: the same coefficients upsampled to full size at once by F.interpolate, then applied."""
-    coeffs = refine.fit(prob, photo)
+    coeffs = refine.with_levels(refine.fit(prob, photo))
     full = torch.nn.functional.interpolate(coeffs[None], size=(photo.height, photo.width), mode="bilinear",
                                            align_corners=False)[0]
     guide = torch.from_numpy(np.array(photo)).permute(2, 0, 1).float() / 255
@@ -81,11 +81,41 @@ def test_banded_application_equals_whole_frame(size: tuple[int, int]) -> None:
     assert np.abs(banded.astype(int) - _whole_frame_guided(prob, photo).astype(int)).max() <= 1
 
 
-def test_box_filter_is_the_clipped_window_mean() -> None:
+@pytest.mark.parametrize("r", [1, 4, 15, 30])
+def test_box_filter_is_the_clipped_window_mean(r: int) -> None:
+    """Windows clipped at both ends, and windows wider than the whole image (r >= side)."""
     rng = np.random.default_rng(2)
     x = rng.random((1, 2, 23, 31)).astype(np.float32)
-    r = 4
     got = refine._box(torch.from_numpy(x), r).numpy()
-    for y, xx in ((0, 0), (11, 15), (22, 30), (3, 29)):
+    for y, xx in ((0, 0), (11, 15), (22, 30), (3, 29), (0, 30), (22, 0)):
         window = x[0, :, max(0, y - r):y + r + 1, max(0, xx - r):xx + r + 1]
         np.testing.assert_allclose(got[0, :, y, xx], window.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["guided", "bilinear"])
+def test_levels_clear_the_haze_and_keep_the_threshold(method: str) -> None:
+    """Unsure background (p < 0.25) becomes 0, sure person (p > 0.75) 255, and p = 0.5 stays the cut."""
+    photo = Image.new("RGB", (200, 100), (90, 120, 60))  # flat guide: the guided filter reproduces p
+    for p, expected in ((0.1, 0), (0.24, 0), (0.76, 255), (0.9, 255), (0.5, 128), (0.375, 64)):
+        mask = refine.upsample(torch.full((10, 20), p), photo, method)
+        assert np.abs(mask.astype(int) - expected).max() <= 1, (p, np.unique(mask))
+    # on a varied map (a left-to-right ramp with noise), the person/background decision at 0.5 is
+    # the one without levels, and more pixels are decided outright (0 or 255)
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 1, 50, dtype=np.float32)[None].repeat(25, 0)
+    prob = torch.from_numpy(np.clip(ramp + rng.normal(0, 0.1, ramp.shape).astype(np.float32), 0, 1))
+    photo = Image.fromarray(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+    if method == "guided":
+        with_levels, plain = guided_upsample(prob, photo), guided_upsample(prob, photo, levels=(0.0, 1.0))
+    else:
+        with_levels, plain = bilinear_upsample(prob, photo), bilinear_upsample(prob, photo, levels=(0.0, 1.0))
+    disagree = (with_levels >= 128) != (plain >= 128)
+    assert disagree.mean() < 0.002  # only rounding at exactly 127.5 may differ
+    assert ((with_levels == 0) | (with_levels == 255)).mean() > ((plain == 0) | (plain == 255)).mean()
+
+
+def test_levels_must_be_an_increasing_pair_in_0_1() -> None:
+    coeffs = torch.zeros(4, 3, 3)
+    for bad in ((0.6, 0.4), (0.5, 0.5), (-0.1, 0.9), (0.1, 1.2)):
+        with pytest.raises(ValueError, match="levels"):
+            refine.with_levels(coeffs, bad)
