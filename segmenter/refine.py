@@ -41,6 +41,8 @@ BAND_ROWS = 32
 # boundary F are unchanged (benchmarks/levels_quality.py, docs/SERVING.md). Edges get twice as steep;
 # feather the layer mask in GIMP for a softer one.
 LEVELS = (0.25, 0.75)
+# Pillow's reducing_gap for the working-size guide (see _pixels).
+GUIDE_REDUCING_GAP = 1.0
 
 
 def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
@@ -77,10 +79,16 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def _pixels(image: Image.Image, guide: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    """The guide's uint8 pixels (HxW luma or HxWx3 RGB), optionally resized first."""
+    """The guide's uint8 pixels (HxW luma or HxWx3 RGB), optionally resized first.
+
+    The working-size guide is box-reduced by the largest whole factor first (``reducing_gap=1``)
+    and then resized bilinearly: 3.3 instead of 7.6 ms at 1 megapixel (the coefficients fitted on
+    it are smoothed over a 40-pixel window anyway). On the 366 validation pairs: IoU 0.9291 /
+    0.8830 vs 0.9291 / 0.8832, boundary F 0.6912 / 0.7891 vs 0.6915 / 0.7903 (eg1800 / ccp).
+    """
     img = image.convert("L") if guide == "luma" else image.convert("RGB") if image.mode != "RGB" else image
     if size is not None and size != img.size:
-        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=GUIDE_REDUCING_GAP)
     return np.asarray(img)
 
 
