@@ -78,7 +78,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     In inference a BatchNorm is a fixed per-channel scale and shift, which the preceding
     convolution can absorb: the same function (within float rounding) without the separate pass
-    over every activation map, which took 10% of a served 1-megapixel mask. A copy, so the
+    over every activation map (4 of 87 ms of a 1-megapixel mask under cProfile). A copy, so the
     caller's model (a training run's, between epochs) keeps its BatchNorm layers and mode.
     """
     folded = copy.deepcopy(model).eval()

@@ -196,17 +196,23 @@ def apply(coeffs: torch.Tensor, pixels: np.ndarray, band_rows: int = BAND_ROWS) 
     return out
 
 
+def _levels_affine(levels: tuple[float, float]) -> tuple[float, float]:
+    """``(scale, offset)`` with ``p * scale + offset = (p - lo) / (hi - lo)``: the one definition of the levels."""
+    lo, hi = levels
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"levels must satisfy 0 <= lo < hi <= 1, got {levels}")
+    return 1.0 / (hi - lo), -lo / (hi - lo)
+
+
 def with_levels(coeffs: torch.Tensor, levels: tuple[float, float] = LEVELS) -> torch.Tensor:
     """Coefficients ``(a..., b)`` whose output is ``(a . I + b - lo) / (hi - lo)``: the levels step for free.
 
     ``a . I + b`` is affine, so the levels fold into it and cost nothing per pixel; the clamp to
     [0, 1] happens in ``to_uint8`` anyway.
     """
-    lo, hi = levels
-    if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"levels must satisfy 0 <= lo < hi <= 1, got {levels}")
-    out = coeffs / (hi - lo)
-    out[-1] -= lo / (hi - lo)
+    scale, offset = _levels_affine(levels)
+    out = coeffs * scale
+    out[-1] += offset
     return out
 
 
@@ -224,8 +230,8 @@ def guided_upsample(prob: torch.Tensor, image: Image.Image, work_size: int = WOR
 
 def bilinear_upsample(prob: torch.Tensor, image: Image.Image, levels: tuple[float, float] = LEVELS) -> np.ndarray:
     width, height = image.size
-    lo, hi = levels
-    return to_uint8(_upsample(prob.float()[None, None], (height, width))[0, 0].sub_(lo).div_(hi - lo))
+    scale, offset = _levels_affine(levels)
+    return to_uint8(_upsample(prob.float()[None, None], (height, width))[0, 0].mul_(scale).add_(offset))
 
 
 def to_uint8(prob: torch.Tensor) -> np.ndarray:

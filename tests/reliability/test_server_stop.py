@@ -6,7 +6,7 @@ processed, the other queued, and which one comes first is up to the frontend. Th
 stopped 0.5 s after the second request was sent, with ``handler.serve.stop_server``
 (``torchserve --stop``, as ``make stop`` does), so neither can have been answered whatever the
 order: with a 12-megapixel layer the mask (0.8-1.1 s) once finished just before the stop on an
-idle machine. Seen here: both got a connection reset 0.1 s after the stop began. Neither may wait for its
+idle machine. Seen here: both got a connection reset 0.4-0.7 s after the stop began. Neither may wait for its
 60 s timeout, nor report "cannot connect"; a request after the stop is "cannot connect".
 """
 
