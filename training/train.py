@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from segmenter import checkpoint
@@ -56,6 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
                    help="learning-rate schedule over epochs (cosine decays to 5%% of --lr)")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate, save and ship an exponential moving average of the weights with this "
+                   "decay per step (0.999 is typical; 0, the default, turns it off)")
     p.add_argument("--base-filters", type=int, default=32)
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="model input side in pixels")
     p.add_argument("--loss", choices=sorted(LOSSES), default="dice")
@@ -130,12 +134,22 @@ def model_config(args: argparse.Namespace) -> dict:
 
 
 def training_state(model: UNet, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, epoch: int,
-                   best_iou: float, args: argparse.Namespace, **extra) -> dict:
-    """A checkpoint holding only tensors and plain values, so it loads with weights_only=True."""
+                   best_iou: float, args: argparse.Namespace, ema: AveragedModel | None = None,
+                   **extra) -> dict:
+    """A checkpoint holding only tensors and plain values, so it loads with weights_only=True.
+
+    With ``--ema`` the averaged weights are stored as ``model``, because they are what validation
+    scored and what ship.py, evaluate.py and export.py must pick up; the raw weights the optimizer
+    works on are kept as ``train_model`` (with the average's step count) for ``--resume``.
+    """
     plain_args = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
                   for k, v in vars(args).items() if k != "given"}
-    return {"model": model.state_dict(), "config": model_config(args), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epoch, "best_iou": best_iou, "args": plain_args, **extra}
+    state = {"model": model.state_dict(), "config": model_config(args), "optimizer": optimizer.state_dict(),
+             "scaler": scaler.state_dict(), "epoch": epoch, "best_iou": best_iou, "args": plain_args, **extra}
+    if ema is not None:
+        state["train_model"], state["model"] = state["model"], ema.module.state_dict()
+        state["ema_steps"] = int(ema.n_averaged)
+    return state
 
 
 def trim_metrics(path: Path, epochs: int) -> int:
@@ -260,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     start_epoch, best_iou = 0, -1.0
     if resume:
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(resume.get("train_model", resume["model"]))
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume.get("scaler", {}))
         start_epoch, best_iou = int(resume["epoch"]), float(resume["best_iou"])
@@ -270,6 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if dropped:
                 log(f"train.py: dropped {dropped} metrics row(s) past epoch {start_epoch} (from a killed run)")
         log(f"train.py: resumed from {args.resume} at epoch {start_epoch + 1} (best IoU so far {best_iou:.4f})")
+    ema = None
+    if args.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+        if resume and "train_model" in resume:  # the average so far; else it starts from the weights
+            ema.module.load_state_dict(resume["model"])
+            ema.n_averaged.fill_(int(resume.get("ema_steps", 1)))
+    scored = ema.module if ema is not None else model  # what validation scores and checkpoints ship
     net = DistributedDataParallel(model) if world > 1 else model
     loss_fn = make_loss(args.loss)
 
@@ -306,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 total += loss.item() * images.shape[0]
                 count += images.shape[0]
                 bar.update(1, loss=total / count)
@@ -319,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(1, count),
                        "train_images_per_s": count / train_time, "train_seconds": train_time}
                 if val_samples:
-                    segmenter = Segmenter(model, args.image_size, device, amp=None)
+                    segmenter = Segmenter(scored, args.image_size, device, amp=None)
                     rows = evaluate_samples(segmenter, val_samples)
                     val = mean_metrics(rows)
                     row.update({"val_iou": val["iou"], "val_dice": val["dice"], "val_boundary_f": val["boundary_f"]})
@@ -327,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 score = row.get("val_iou", -row["train_loss"])
                 improved = score > best_iou
                 best_iou = max(best_iou, score)
-                state = training_state(model, optimizer, scaler, epoch + 1, best_iou, args)
+                state = training_state(model, optimizer, scaler, epoch + 1, best_iou, args, ema)
                 # last.pt is the commit point, written last: a kill before it lands only repeats this epoch
                 # on --resume, which drops this row again (trim_metrics) and keeps best.pt's score
                 # (recorded_best). The other order lost the row, or left best.pt behind last.pt's best score.
@@ -348,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.close()
             if main_proc:
                 if not committed:
-                    checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_before, args,
+                    checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_before, args, ema,
                                                           interrupted=True), out / "last.pt")
                 log(f"\ntrain.py: {'terminated' if isinstance(stop, Terminated) else 'interrupted'} in epoch "
                     f"{epoch + 1}; saved {out / 'last.pt'}. "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.losses import BCEDiceLoss, DiceLoss, make_loss
+from training.losses import BCEDiceLoss, BCELovaszLoss, DiceLoss, LovaszHingeLoss, make_loss
 from training.metrics import boundary, boundary_f, dice, iou, mean_metrics
 
 
@@ -38,6 +38,34 @@ def test_bce_dice_adds_bce() -> None:
     assert BCEDiceLoss()(logits, target).item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("focal")
+
+
+def test_lovasz_hinge_by_hand() -> None:
+    truth = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])
+    # margins of exactly 1: right pixels cost 0, wrong ones 2, so the loss is 2 * (1 - IoU) = 2 * 2/3
+    logits = torch.tensor([[[[1.0, -1.0, 1.0, -1.0]]]])
+    assert LovaszHingeLoss()(logits, truth).item() == pytest.approx(4 / 3, rel=1e-6)
+    assert LovaszHingeLoss()(torch.tensor([[[[3.0, 2.0, -5.0, -1.0]]]]), truth).item() == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lovasz_hinge_is_one_minus_iou_per_image_on_unit_margins(seed: int) -> None:
+    """The property that makes it the IoU loss: tight to 1 - IoU, each image weighted the same."""
+    gen = torch.Generator().manual_seed(seed)
+    truth = (torch.rand(3, 1, 9, 7, generator=gen) > 0.5).float()
+    pred = torch.rand(3, 1, 9, 7, generator=gen) > 0.4
+    logits = pred.float() * 2 - 1
+    expected = sum(2 * (1 - iou(p[0], t[0].bool())) for p, t in zip(pred, truth, strict=True)) / 3
+    assert LovaszHingeLoss()(logits, truth).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_lovasz_gradient_pushes_wrong_pixels_the_right_way() -> None:
+    truth = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])
+    logits = torch.tensor([[[[0.5, -0.5, 0.5, -0.5]]]], requires_grad=True)
+    BCELovaszLoss()(logits, truth).backward()
+    grad = logits.grad.flatten()
+    assert grad[0] < 0 and grad[1] < 0  # person pixels: raise their logits
+    assert grad[2] > 0 and grad[3] > 0  # background pixels: lower them
 
 
 def test_boundary_is_inner_contour() -> None:

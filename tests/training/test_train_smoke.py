@@ -62,6 +62,29 @@ def test_resume_alone_continues_the_same_run(tiny_dataset: Path, tmp_path: Path)
     assert args["epochs"] == 2 and args["data"] == [str(tiny_dataset)] and args["preview_count"] == 2
 
 
+def test_ema_run_saves_and_scores_the_average_and_resumes_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    """``--ema``: the averaged weights are the checkpoint's ``model`` (what ship.py and evaluate.py read),
+    the raw ones travel as ``train_model``, and a resume carries the average on instead of restarting it."""
+    out = tmp_path / "run"
+    proc = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--ema", "0.5", "--loss", "bce_lovasz",
+                 "--out", str(out), "--no-export"])
+    assert proc.returncode == 0, proc.stderr
+    first = checkpoint.load(out / "last.pt")
+    steps = first["ema_steps"]
+    assert steps == 4  # 9 training pairs, batch 2, last partial batch dropped
+    name = "inc.0.weight"
+    assert not first["model"][name].equal(first["train_model"][name])
+    model, _ = checkpoint.load_model(out / "best.pt")
+    assert model.state_dict()[name].equal(checkpoint.load(out / "best.pt")["model"][name])
+
+    proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])
+    assert proc.returncode == 0, proc.stderr
+    second = checkpoint.load(out / "last.pt")
+    assert second["ema_steps"] == 2 * steps and second["args"]["ema"] == 0.5
+    # the average after epoch 2 is a blend of epoch 1's average and the new weights, not a fresh copy
+    assert not second["model"][name].equal(second["train_model"][name])
+
+
 def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tiny_dataset: Path, tmp_path: Path) -> None:
     """Not appending a second epoch 1 to metrics.jsonl, not replacing an earlier run's best.pt."""
     out = tmp_path / "run"
