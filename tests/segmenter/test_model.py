@@ -9,9 +9,10 @@ from segmenter import checkpoint
 from segmenter.model import UNet, fold_batchnorm
 
 
+@pytest.mark.parametrize("depth", [4, 5])
 @pytest.mark.parametrize("size", [(64, 64), (37, 53), (17, 100), (1, 1)])
-def test_forward_keeps_spatial_size(size: tuple[int, int]) -> None:
-    model = UNet(base_filters=4).eval()
+def test_forward_keeps_spatial_size(size: tuple[int, int], depth: int) -> None:
+    model = UNet(base_filters=4, depth=depth).eval()
     x = torch.randn(2, 3, *size)
     with torch.inference_mode():
         y = model(x)

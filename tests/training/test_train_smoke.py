@@ -226,6 +226,22 @@ def test_torchrun_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # only rank 0 writes
 
 
+def test_init_grows_a_trained_model_one_level_deeper(trained: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deeper"
+    proc = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained), "--depth", "5",
+                 "--out", str(out), "--no-export"])
+    assert proc.returncode == 0, proc.stderr
+    assert "carried" in proc.stderr and "depth-4 model" in proc.stderr and "depth 5" in proc.stderr
+    model, config = checkpoint.load_model(out / "best.pt")
+    assert config["depth"] == 5 and model.depth == 5
+    proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])  # depth comes back on resume
+    assert proc.returncode == 0, proc.stderr
+    assert "depth 5" in proc.stderr and checkpoint.load(out / "last.pt")["config"]["depth"] == 5
+    wider = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained), "--depth", "5",
+                  "--base-filters", "8", "--out", str(tmp_path / "wider"), "--no-export"])
+    assert wider.returncode == 2 and "--base-filters" in wider.stderr and "Traceback" not in wider.stderr
+
+
 def test_ship_writes_slim_weights_with_provenance(trained: Path, tmp_path: Path) -> None:
     dst = tmp_path / "shipped.pt"
     proc = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(dst)])
