@@ -20,15 +20,24 @@ if __package__ in (None, ""):
 from segmenter import checkpoint
 
 
-def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS) -> dict:
-    """Write the slim checkpoint; returns its provenance."""
+def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: bool = False) -> dict:
+    """Write the slim checkpoint; returns its provenance.
+
+    ``raw`` takes the optimizer's own weights of an ``--ema`` run instead of their average, so the
+    average's gain can be measured (evaluate both) rather than assumed.
+    """
     ckpt = checkpoint.load(src)
+    if raw:
+        if "train_model" not in ckpt:
+            raise ValueError(f"{src}: no raw weights (train_model): the run was not trained with --ema")
+        ckpt["model"] = ckpt["train_model"]
     run = Path(src).parent
     metrics = {}
     if (run / "metrics.jsonl").is_file():
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
         metrics = next((r for r in rows if r.get("epoch") == ckpt.get("epoch")), {})
-    provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics}
+    provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics,
+                  "weights": "raw" if raw else "average" if "train_model" in ckpt else "trained"}
     # Provenance as a JSON string: plain types only, so weights_only loading stays possible.
     checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"],
                             "provenance": json.dumps(provenance)}, dst)
@@ -39,9 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--to", type=Path, default=checkpoint.SHIPPED_WEIGHTS)
+    p.add_argument("--raw", action="store_true",
+                   help="an --ema run's raw weights instead of the average (to measure what the average gains)")
     args = p.parse_args(argv)
     try:
-        info = ship(args.checkpoint, args.to)
+        info = ship(args.checkpoint, args.to, args.raw)
     except (FileNotFoundError, ValueError) as exc:
         print(f"ship.py: error: {exc}", file=sys.stderr)
         return 2

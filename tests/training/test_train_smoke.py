@@ -74,8 +74,11 @@ def test_ema_run_saves_and_scores_the_average_and_resumes_it(tiny_dataset: Path,
     assert steps == 4  # 9 training pairs, batch 2, last partial batch dropped
     name = "inc.0.weight"
     assert not first["model"][name].equal(first["train_model"][name])
-    model, _ = checkpoint.load_model(out / "best.pt")
-    assert model.state_dict()[name].equal(checkpoint.load(out / "best.pt")["model"][name])
+    ship = [sys.executable, str(REPO / "training" / "ship.py"), str(out / "last.pt")]
+    for flag, key, kind in (([], "model", "average"), (["--raw"], "train_model", "raw")):
+        assert _run([*ship, "--to", str(tmp_path / f"{kind}.pt"), *flag]).returncode == 0
+        slim = checkpoint.load(tmp_path / f"{kind}.pt")
+        assert slim["model"][name].equal(first[key][name]) and json.loads(slim["provenance"])["weights"] == kind
 
     proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])
     assert proc.returncode == 0, proc.stderr
@@ -240,6 +243,9 @@ def test_init_grows_a_trained_model_one_level_deeper(trained: Path, tiny_dataset
     wider = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained), "--depth", "5",
                   "--base-filters", "8", "--out", str(tmp_path / "wider"), "--no-export"])
     assert wider.returncode == 2 and "--base-filters" in wider.stderr and "Traceback" not in wider.stderr
+    raw = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--raw", "--to",
+                str(tmp_path / "raw.pt")])
+    assert raw.returncode == 2 and "not trained with --ema" in raw.stderr and not (tmp_path / "raw.pt").exists()
 
 
 def test_ship_writes_slim_weights_with_provenance(trained: Path, tmp_path: Path) -> None:
