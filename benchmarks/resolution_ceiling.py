@@ -1,0 +1,59 @@
+"""How much IoU the model's input size alone costs: the truth itself, shrunk and grown back.
+
+    python benchmarks/resolution_ceiling.py --data datasets/eg1800 --data datasets/ccp \\
+        --val-list training/splits/shared_val.txt --sizes 192,256,320
+
+Each truth mask is box-averaged to the size the photo has inside the model's letterboxed input
+(``preprocess.letterbox_size``), brought back to full size bilinearly and thresholded at 0.5. A
+perfect network at that input size could do no worse than this (the guided filter can only add
+detail), so when the figure is near 1 the input size is not what holds IoU down; the network is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segmenter.imaging import load_mask
+from segmenter.preprocess import THRESHOLD, letterbox_size
+from training.data import find_pairs, read_name_list
+from training.metrics import iou
+
+
+def ceiling_iou(truth: np.ndarray, image_size: int) -> float:
+    """IoU of the truth against itself after a round trip through the model's input size."""
+    h, w = truth.shape
+    mask = Image.fromarray(truth.astype(np.uint8) * 255)
+    small = mask.resize(letterbox_size(w, h, image_size), Image.Resampling.BOX)
+    back = np.asarray(small.resize((w, h), Image.Resampling.BILINEAR)) >= THRESHOLD * 255
+    return iou(torch.from_numpy(back), torch.from_numpy(truth))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True, help="dataset root with Images/ and Masks/")
+    p.add_argument("--val-list", type=Path, help="only the names in this file")
+    p.add_argument("--sizes", default="192,256,320", help="model input sides to try, comma-separated")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    names = read_name_list(args.val_list) if args.val_list else None
+    print(f"{'dataset':<32} {'pairs':>5} " + " ".join(f"{f'IoU@{s}':>8}" for s in sizes))
+    for root in args.data:
+        pairs = [q for q in find_pairs([root]) if names is None or q.name in names]
+        truths = [load_mask(q.mask) for q in pairs]
+        figures = [np.mean([ceiling_iou(t, s) for t in truths]) for s in sizes]
+        print(f"{root:<32} {len(pairs):>5} " + " ".join(f"{f:>8.4f}" for f in figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
