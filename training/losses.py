@@ -25,15 +25,22 @@ class DiceLoss(nn.Module):
         return (1 - (2 * inter + self.smooth) / (denom + self.smooth)).mean()
 
 
-class BCEDiceLoss(nn.Module):
-    def __init__(self, bce_weight: float = 1.0) -> None:
+class BCEPlusLoss(nn.Module):
+    """Pixel-wise BCE (steady gradients everywhere) plus a per-image region loss (the figure judged)."""
+
+    def __init__(self, region: nn.Module, bce_weight: float = 1.0) -> None:
         super().__init__()
-        self.dice = DiceLoss()
+        self.region = region
         self.bce_weight = bce_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-        return self.bce_weight * bce + self.dice(logits, target)
+        return self.bce_weight * bce + self.region(logits, target)
+
+
+class BCEDiceLoss(BCEPlusLoss):
+    def __init__(self, bce_weight: float = 1.0) -> None:
+        super().__init__(DiceLoss(), bce_weight)
 
 
 def lovasz_grad(sorted_truth: torch.Tensor) -> torch.Tensor:
@@ -69,15 +76,9 @@ class LovaszHingeLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
-class BCELovaszLoss(nn.Module):
+class BCELovaszLoss(BCEPlusLoss):
     def __init__(self, bce_weight: float = 1.0) -> None:
-        super().__init__()
-        self.lovasz = LovaszHingeLoss()
-        self.bce_weight = bce_weight
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-        return self.bce_weight * bce + self.lovasz(logits, target)
+        super().__init__(LovaszHingeLoss(), bce_weight)
 
 
 LOSSES = {"dice": DiceLoss, "bce_dice": BCEDiceLoss, "bce_lovasz": BCELovaszLoss}
