@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from segmenter.model import UNet
+from segmenter.model import DEFAULT_DEPTH, UNet
 
 # The weights the project ships; make serve, evaluate.py and predict.py use them by default.
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "person_unet.pt"
@@ -84,7 +84,7 @@ def _reason(exc: Exception) -> str:
 
 
 def build_model(config: dict[str, Any]) -> UNet:
-    return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", 4)))
+    return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", DEFAULT_DEPTH)))
 
 
 def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+# Levels of a model whose checkpoint does not say (everything trained before depth was an option).
+DEFAULT_DEPTH = 4
+
 
 def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     """Two 3x3 conv + BN + ReLU, the basic U-Net stage (bias off: BN supplies it)."""
@@ -35,7 +38,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, base_filters: int = 32, in_channels: int = 3, out_channels: int = 1,
-                 depth: int = 4) -> None:
+                 depth: int = DEFAULT_DEPTH) -> None:
         super().__init__()
         if base_filters < 1 or depth < 1:
             raise ValueError("base_filters and depth must be positive")

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from segmenter import checkpoint
 from segmenter.inference import Segmenter, autocast, resolve_device
-from segmenter.model import UNet
+from segmenter.model import DEFAULT_DEPTH, UNet
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE
 from training.data import DatasetError, SegmentationDataset, find_pairs, load_validation, read_name_list, split_pairs
 from training.evaluate import evaluate_samples
@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="validate, save and ship an exponential moving average of the weights with this "
                    "decay per step (0.999 is typical; 0, the default, turns it off)")
     p.add_argument("--base-filters", type=int, default=32)
-    p.add_argument("--depth", type=int, default=4,
+    p.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
                    help="U-Net levels (5 adds a level at 1/32 scale: more context for +24%% work; "
                    "--init carries a shallower model's weights into it)")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="model input side in pixels")
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume:
             saved = resume["config"]
             args.base_filters, args.image_size = saved["base_filters"], saved["image_size"]
-            args.depth = int(saved.get("depth", 4))
+            args.depth = int(saved.get("depth", DEFAULT_DEPTH))
         args.data = args.data or [Path("Dataset")]
         pairs = find_pairs(args.data, skip_bad=args.skip_bad)
         if args.val_data:
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     if init:
-        init_depth = int(init["config"].get("depth", 4))
+        init_depth = int(init["config"].get("depth", DEFAULT_DEPTH))
         try:
             carried, fresh = carry_weights(model, init["model"], init_depth)
         except ValueError as exc:
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
         if resume and "train_model" in resume:  # the average so far; else it starts from the weights
             ema.module.load_state_dict(resume["model"])
-            ema.n_averaged.fill_(int(resume.get("ema_steps", 1)))
+            ema.n_averaged.fill_(int(resume["ema_steps"]))
     scored = ema.module if ema is not None else model  # what validation scores and checkpoints ship
     net = DistributedDataParallel(model) if world > 1 else model
     loss_fn = make_loss(args.loss)
