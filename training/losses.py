@@ -48,13 +48,13 @@ def lovasz_grad(sorted_truth: torch.Tensor) -> torch.Tensor:
 
     Each entry is how much the IoU loss grows when that pixel joins the error set, given the
     larger errors already in it: the weights that make the hinge surrogate tight to 1 - IoU.
+    Works along the last dimension, so a batch of images (one row each) is one call.
     """
-    gts = sorted_truth.sum()
-    intersection = gts - sorted_truth.cumsum(0)
-    union = gts + (1 - sorted_truth).cumsum(0)
+    gts = sorted_truth.sum(-1, keepdim=True)
+    intersection = gts - sorted_truth.cumsum(-1)
+    union = gts + (1 - sorted_truth).cumsum(-1)
     jaccard = 1 - intersection / union
-    jaccard[1:] = jaccard[1:] - jaccard[:-1]
-    return jaccard
+    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
 
 
 class LovaszHingeLoss(nn.Module):
@@ -67,13 +67,9 @@ class LovaszHingeLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float().flatten(1)
         target = target.float().flatten(1)
-        losses = []
-        for lg, tr in zip(logits, target, strict=True):
-            signs = 2 * tr - 1
-            errors = 1 - lg * signs
-            errors_sorted, perm = torch.sort(errors, descending=True)
-            losses.append(torch.dot(torch.relu(errors_sorted), lovasz_grad(tr[perm])))
-        return torch.stack(losses).mean()
+        errors = 1 - logits * (2 * target - 1)
+        errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
+        return (torch.relu(errors_sorted) * lovasz_grad(target.gather(1, perm))).sum(1).mean()
 
 
 class BCELovaszLoss(BCEPlusLoss):
