@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--mediapipe-python", type=Path, default=DEFAULT_MP_PYTHON)
     p.add_argument("--limit", type=int, help="at most N pairs per root")
+    p.add_argument("--no-tta", action="store_true",
+                   help="skip the 'ours + flip' column (the served option tta=flip, docs/API.md)")
     p.add_argument("--grid", type=Path, help="write a picture grid of typical and worst cases here")
     p.add_argument("--json", type=Path, help="write the summary as JSON here")
     args = p.parse_args(argv)
@@ -106,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for root in args.data:
         found = [q for q in find_pairs([root]) if names is None or q.name in names]
         pairs += found[: args.limit] if args.limit else found
+    columns = ["ours"] + ([] if args.no_tta else ["ours_flip"]) + ["mediapipe"]
+    titles = {"ours": "ours", "ours_flip": "ours + flip", "mediapipe": "MediaPipe"}
     mp = MediaPipe(args.mediapipe_python)
     results: dict[str, dict[str, list]] = {}
     cases = []
@@ -113,22 +117,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for pair in pairs:
             truth = load_mask(pair.mask)
-            ours = seg.predict_one(load_image(pair.image)) >= round(THRESHOLD * 255)
+            image = load_image(pair.image)
+            ours = seg.predict_one(image) >= round(THRESHOLD * 255)
             theirs = mp.mask(pair.image, Path(tmp) / "m.png") >= round(THRESHOLD * 255)
             t = torch.from_numpy(truth)
-            per = results.setdefault(pair.root.name, {"ours": [], "mediapipe": []})
+            per = results.setdefault(pair.root.name, {who: [] for who in columns})
             per["ours"].append(image_metrics(torch.from_numpy(ours), t))
+            if "ours_flip" in columns:
+                flip = seg.predict_one(image, tta="flip") >= round(THRESHOLD * 255)
+                per["ours_flip"].append(image_metrics(torch.from_numpy(flip), t))
             per["mediapipe"].append(image_metrics(torch.from_numpy(theirs), t))
             cases.append((pair.name, truth, ours, theirs, per["ours"][-1]["iou"]))
             bar.update()
     mp.close()
     summary = {root: {who: mean_metrics(rows) for who, rows in r.items()} for root, r in results.items()}
     print(f"\nmodel: {ckpt}\n")
-    print("| set | pairs | ours IoU | MediaPipe IoU | ours boundary F | MediaPipe boundary F |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    heads = [f"{titles[c]} IoU" for c in columns] + [f"{titles[c]} boundary F" for c in columns]
+    print("| set | pairs | " + " | ".join(heads) + " |")
+    print("| --- " * (2 + len(heads)) + "|")
     for root, s in summary.items():
-        print(f"| {root} | {s['ours']['count']} | {s['ours']['iou']:.4f} | {s['mediapipe']['iou']:.4f} | "
-              f"{s['ours']['boundary_f']:.4f} | {s['mediapipe']['boundary_f']:.4f} |")
+        cells = [f"{s[c]['iou']:.4f}" for c in columns] + [f"{s[c]['boundary_f']:.4f}" for c in columns]
+        print(f"| {root} | {s['ours']['count']} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"checkpoint": str(ckpt), "summary": summary}, indent=2))
     if args.grid and cases:

@@ -49,6 +49,7 @@ from training.export import export_archive
 PLAIN, BATCHED = "person_segmenter", "person_segmenter_batched"
 MODES: dict[str, dict[str, str]] = {
     "mask": {"mode": "mask"},
+    "mask-flip": {"mode": "mask", "tta": "flip"},  # the plug-in's default (Mirror pass)
     "composite": {"mode": "composite", "background": "#1e90ff", "format": "jpeg"},
     "cutout": {"mode": "cutout"},
     "blur": {"mode": "composite", "background": "blur", "format": "jpeg"},
@@ -62,12 +63,12 @@ def percentile(values: list[float], q: float) -> float:
 def in_process(seg: Segmenter, data: bytes, fields: dict[str, str], repeats: int) -> float:
     """Median seconds for the handler's work on one request, without TorchServe."""
     options = Options(mode=fields["mode"], format=fields.get("format", "png"),
-                      background=_background(fields.get("background")))
+                      background=_background(fields.get("background")), tta=fields.get("tta", "none"))
 
     def once() -> bytes:
         image = imaging.decode_image(data)
         job = Job(image, options)
-        job.mask = upsample(seg.predict_lowres([image])[0], image, options.refine)
+        job.mask = upsample(seg.predict_lowres([image], options.tta)[0], image, options.refine)
         return render(job)
 
     return median_time(once, repeats)[0]

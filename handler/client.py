@@ -140,9 +140,9 @@ class Client:
     def process(self, image: bytes | str | Path, *, mode: str = "composite", background: str | None = None,
                 background_image: bytes | str | Path | None = None, format: str | None = None,
                 refine: str | None = None, blur_radius: float | None = None,
-                quality: int | None = None) -> Result:
+                quality: int | None = None, tta: str | None = None) -> Result:
         """Send one photo; return the result or raise ``ClientError`` with the server's message."""
-        data = {"mode": mode, "background": background, "format": format, "refine": refine,
+        data = {"mode": mode, "background": background, "format": format, "refine": refine, "tta": tta,
                 "blur_radius": None if blur_radius is None else str(blur_radius),
                 "quality": None if quality is None else str(quality)}
         files = {"image": _file_part(image, "image")}
@@ -348,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="#RRGGBB, blur, transparent, or an image file to put behind the person (default white)")
     p.add_argument("--format", choices=["png", "jpeg"], help="output format (jpeg only for composites)")
     p.add_argument("--refine", choices=["guided", "bilinear"], help="edge refinement (default guided)")
+    p.add_argument("--tta", choices=["none", "flip"],
+                   help="flip: also segment the mirrored photo and average (more accurate, slower; default none)")
     p.add_argument("--blur-radius", type=float, help="background blur radius in pixels")
     p.add_argument("--quality", type=int, help="JPEG quality 1-100")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -360,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
-               "quality": args.quality}
+               "quality": args.quality, "tta": args.tta}
     if args.background and Path(args.background).is_file():
         options["background_image"] = Path(args.background)
     else:

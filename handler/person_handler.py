@@ -122,14 +122,16 @@ class PersonSegmenterHandler(BaseHandler):
     def inference(self, jobs: list[Job | Failure], *args: Any, **kwargs: Any) -> list[Job | Failure]:
         """One forward pass for all decoded photos, then each mask upsampled with its own method.
 
-        This is ``Segmenter.predict`` with a per-request ``refine``; the tests check the served
-        mask equals ``Segmenter.predict``'s.
+        This is ``Segmenter.predict`` with a per-request ``refine`` and ``tta`` (requests that differ
+        in ``tta`` share a batch but not a forward pass); the tests check the served mask equals
+        ``Segmenter.predict``'s.
         """
         todo = [j for j in jobs if isinstance(j, Job)]
-        if todo:
+        for tta in sorted({j.options.tta for j in todo}):  # one pass per tta mode present in the batch
+            group = [j for j in todo if j.options.tta == tta]
             with torch.inference_mode():
-                probs = self.segmenter.predict_lowres([j.image for j in todo])
-                for job, prob in zip(todo, probs, strict=True):
+                probs = self.segmenter.predict_lowres([j.image for j in group], tta)
+                for job, prob in zip(group, probs, strict=True):
                     job.mask = upsample(prob, job.image, job.options.refine)
         return jobs
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from segmenter.imaging import parse_color
+from segmenter.inference import TTA_MODES
 from segmenter.refine import METHODS as REFINE_METHODS
 
 MODES = ("mask", "cutout", "composite")
@@ -38,6 +39,7 @@ OPTION_HEADERS = {
     "blur_radius": "X-Blur-Radius",
     "refine": "X-Refine",
     "quality": "X-Quality",
+    "tta": "X-TTA",
 }
 IMAGE_FIELDS = ("image",)
 RAW_BODY_KEYS = ("body", "data")
@@ -70,6 +72,7 @@ class Options:
     blur_radius: float | None = None
     refine: str = "guided"
     quality: int = DEFAULT_QUALITY
+    tta: str = "none"
 
     @property
     def content_type(self) -> str:
@@ -172,6 +175,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     mode = _choice(raw.get("mode", "mask"), "mode", MODES)
     fmt = _choice(raw.get("format", "png"), "format", FORMATS)
     refine = _choice(raw.get("refine", "guided"), "refine", REFINE_METHODS)
+    tta = _choice(raw.get("tta", "none"), "tta", TTA_MODES)
     background: tuple[int, int, int] | str = DEFAULT_COLOR
     if has_background_image:
         background = "image"  # an uploaded background wins over a text value
@@ -189,7 +193,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     if fmt == "jpeg" and background == "transparent":
         raise RequestError("background transparent needs format png (JPEG has no alpha channel)")
     return Options(mode=mode, background=background, format=fmt, blur_radius=radius, refine=refine,
-                   quality=quality)
+                   quality=quality, tta=tta)
 
 
 def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest:

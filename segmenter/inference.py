@@ -19,6 +19,24 @@ from segmenter.model import UNet, fold_batchnorm
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE, letterbox, normalize
 from segmenter.refine import upsample
 
+# Test-time augmentation: "flip" also runs the photo mirrored left-right and averages the two
+# probability maps. One forward pass of twice the batch, so about twice the model's time (the
+# model is a third of a served 1-MP mask); on the validation split it raised IoU by 0.0033
+# (eg1800) and 0.0034 (ccp) for the session-4 model (benchmarks/quality.py --tta, docs/MODEL_CARD.md).
+TTA_MODES = ("none", "flip")
+
+
+def mirror_content(batch: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Each letterboxed photo mirrored inside its own (w, h) corner; the padding stays where it was.
+
+    Mirroring the whole square would move the photo to the top-right corner, a layout the
+    network never sees at full size in training.
+    """
+    out = batch.clone()
+    for i, (w, h) in enumerate(sizes):
+        out[i, :, :h, :w] = batch[i, :, :h, :w].flip(-1)
+    return out
+
 
 def cpu_has_bf16() -> bool:
     """True where the CPU runs bf16 matmuls natively (AVX512-BF16/AMX); elsewhere bf16 is slower."""
@@ -63,21 +81,33 @@ class Segmenter:
         return cls(model, config.get("image_size", DEFAULT_IMAGE_SIZE), resolve_device(device), amp)
 
     @torch.inference_mode()
-    def predict_lowres(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+    def predict_lowres(self, images: Sequence[Image.Image], tta: str = "none") -> list[torch.Tensor]:
         """Person probability of each photo at model resolution, letterbox padding removed."""
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {tta!r}; expected one of: {', '.join(TTA_MODES)}")
         tensors, sizes = zip(*(letterbox(img, self.image_size) for img in images), strict=True)
         batch = normalize(torch.stack(tensors).to(self.device))
+        if tta == "flip":
+            batch = torch.cat([batch, mirror_content(batch, sizes)])
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
             logits = self.model(batch)
         probs = torch.sigmoid(logits.float())[:, 0].cpu()
-        return [p[:h, :w] for p, (w, h) in zip(probs, sizes, strict=True)]
+        n = len(sizes)
+        out = []
+        for i, (w, h) in enumerate(sizes):
+            p = probs[i, :h, :w]
+            if tta == "flip":
+                p = (p + probs[n + i, :h, :w].flip(-1)) / 2
+            out.append(p)
+        return out
 
-    def predict(self, images: Sequence[Image.Image], refine: str = "guided") -> list[np.ndarray]:
+    def predict(self, images: Sequence[Image.Image], refine: str = "guided", tta: str = "none") -> list[np.ndarray]:
         """Full-resolution soft masks (uint8, 255 = person), one per photo."""
-        return [upsample(prob, img, refine) for prob, img in zip(self.predict_lowres(images), images, strict=True)]
+        probs = self.predict_lowres(images, tta)
+        return [upsample(prob, img, refine) for prob, img in zip(probs, images, strict=True)]
 
-    def predict_one(self, image: Image.Image, refine: str = "guided") -> np.ndarray:
-        return self.predict([image], refine)[0]
+    def predict_one(self, image: Image.Image, refine: str = "guided", tta: str = "none") -> np.ndarray:
+        return self.predict([image], refine, tta)[0]
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
-from segmenter.inference import Segmenter
+from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.preprocess import THRESHOLD
 from segmenter.refine import METHODS
 from training.data import DatasetError, Pair, find_pairs, read_name_list
@@ -32,13 +32,14 @@ from training.progress import Progress
 
 
 def evaluate_samples(segmenter: Segmenter, samples: Iterable[tuple[Pair, Image.Image, torch.Tensor]],
-                     refine: str = "guided", batch_size: int = 8, total: int | None = None) -> list[dict]:
+                     refine: str = "guided", batch_size: int = 8, total: int | None = None,
+                     tta: str = "none") -> list[dict]:
     """Per-image metrics rows (name, root, iou, dice, boundary_f); streams, so memory stays flat."""
     rows = []
     bar = Progress(total or 0, "evaluate", enabled=total is not None)
     it = iter(samples)
     while chunk := list(islice(it, batch_size)):
-        masks = segmenter.predict([img for _, img, _ in chunk], refine=refine)
+        masks = segmenter.predict([img for _, img, _ in chunk], refine=refine, tta=tta)
         for (pair, _, truth), soft in zip(chunk, masks, strict=True):
             pred = torch.from_numpy(soft) >= round(THRESHOLD * 255)
             rows.append({"name": pair.name, "root": str(pair.root), **image_metrics(pred, truth)})
@@ -70,6 +71,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped model)")
     p.add_argument("--val-list", type=Path, help="evaluate only the names listed in this file")
     p.add_argument("--refine", choices=METHODS, default="guided", help="full-resolution upsampling method")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="flip: average with the mirrored photo, as the served option tta=flip")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-amp", action="store_true", help="fp32 inference (default: bf16 where the CPU has it)")
     p.add_argument("--limit", type=int, help="evaluate at most N pairs per root (quick checks)")
@@ -95,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     print(f"evaluate.py: model {ckpt_path} (image size {segmenter.image_size}), {len(pairs)} pairs, "
-          f"refine={args.refine}", file=sys.stderr)
-    rows = evaluate_samples(segmenter, iter_samples(pairs), args.refine, total=len(pairs))
+          f"refine={args.refine}, tta={args.tta}", file=sys.stderr)
+    rows = evaluate_samples(segmenter, iter_samples(pairs), args.refine, total=len(pairs), tta=args.tta)
     summary = summarize(rows)
     summary["checkpoint"] = str(ckpt_path)
     if args.per_image:

@@ -31,7 +31,7 @@ from segmenter.imaging import (
     load_image,
     parse_color,
 )
-from segmenter.inference import Segmenter
+from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.refine import METHODS
 
 
@@ -53,6 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--background", default="#FFFFFF", help="FILE, #RRGGBB, blur or transparent (default white)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped model)")
     p.add_argument("--refine", choices=METHODS, default="guided")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="flip: average with the mirrored photo (more accurate, about twice the model time)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p.parse_args(argv)
@@ -82,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.overwrite and (mask_path.exists() or comp_path.exists()):
                 raise FileExistsError(f"{mask_path} or {comp_path} exists (pass --overwrite to replace)")
             image = load_image(path)
-            mask = segmenter.predict_one(image, args.refine)
+            mask = segmenter.predict_one(image, args.refine, args.tta)
             background = make_background(bg_spec, image, bg_image)
             result = cutout(image, mask) if background is None else composite(image, mask, background)
             mask_path.write_bytes(encode_png(mask))

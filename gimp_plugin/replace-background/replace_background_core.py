@@ -262,6 +262,9 @@ class ServerSettings:
     model: str = DEFAULT_MODEL
     key: str = ""
     timeout: float = 120.0
+    # "flip": the server also segments the mirrored layer and averages (docs/API.md, option tta);
+    # servers older than the option ignore the header, so asking is always safe.
+    tta: str = "none"
 
 
 def predictions_url(base_url: str, model: str) -> str:
@@ -329,6 +332,8 @@ def build_mask_request(settings: ServerSettings, png: bytes) -> urllib.request.R
     mandatory because TorchServe treats a body without one as a form and fails.
     """
     headers = {"Content-Type": "image/png", "X-Mode": "mask", "Accept": "image/png, application/json"}
+    if settings.tta != "none":
+        headers["X-TTA"] = settings.tta
     if settings.key:
         headers["Authorization"] = "Bearer " + settings.key
     return urllib.request.Request(

@@ -185,6 +185,16 @@ def test_predictions_url() -> None:
         core.predictions_url("http://h:1", " ")
 
 
+def test_mask_request_headers() -> None:
+    """A raw PNG body with the mask mode; X-TTA only when a mirror pass is asked for."""
+    plain = core.build_mask_request(core.ServerSettings(url="http://h:1", key="k"), b"PNG")
+    assert plain.full_url == "http://h:1/predictions/person_segmenter" and plain.get_method() == "POST"
+    assert plain.get_header("Content-type") == "image/png" and plain.get_header("X-mode") == "mask"
+    assert plain.get_header("Authorization") == "Bearer k" and plain.get_header("X-tta") is None
+    flip = core.build_mask_request(core.ServerSettings(url="http://h:1", tta="flip"), b"PNG")
+    assert flip.get_header("X-tta") == "flip" and flip.get_header("Authorization") is None
+
+
 def test_read_key_file(tmp_path: Path) -> None:
     good = tmp_path / "key_file.json"
     good.write_text(json.dumps({

@@ -98,8 +98,9 @@ def exported(case: dict, run: GimpRun) -> np.ndarray:
     return np.asarray(Image.open(run.path(Path(case["export"]).name)).convert("RGBA"))
 
 
-def server_mask(server: object, rgba: np.ndarray) -> np.ndarray:
-    """Ask the real server for the mask of exactly these layer pixels (as the plug-in sends them)."""
+def server_mask(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarray:
+    """Ask the real server for the mask of exactly these layer pixels (as the plug-in sends them,
+    with its default Mirror pass, unless ``tta`` says otherwise)."""
     img = Image.fromarray(rgba, "RGBA")
     if (rgba[..., 3] == 255).all():
         img = img.convert("RGB")  # the plug-in sends RGB for layers without alpha
@@ -108,7 +109,8 @@ def server_mask(server: object, rgba: np.ndarray) -> np.ndarray:
     resp = requests.post(
         f"{server.inference_url}/predictions/{server.model_name}",
         data=buf.getvalue(),
-        headers={"Content-Type": "image/png", "X-Mode": "mask", "Authorization": f"Bearer {server.inference_key}"},
+        headers={"Content-Type": "image/png", "X-Mode": "mask", "X-TTA": tta,
+                 "Authorization": f"Bearer {server.inference_key}"},
         timeout=300,
     )
     assert resp.status_code == 200, resp.text[:500]
@@ -130,11 +132,11 @@ def successful(run: GimpRun, name: str) -> dict:
     return case
 
 
-def photo_and_mask(run: GimpRun, case: dict, server: object) -> tuple[np.ndarray, np.ndarray]:
+def photo_and_mask(run: GimpRun, case: dict, server: object, tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
     """The layer's pixels and GIMP's layer mask, after checking that the mask is exactly the server's for them."""
     photo = layer_pixels(run, case)
     mask = gimp_mask(run, case)
-    assert_same_mask(mask, server_mask(server, photo))
+    assert_same_mask(mask, server_mask(server, photo, tta))
     return photo, mask
 
 
@@ -230,7 +232,7 @@ def test_procedure_is_registered(fake_batch: GimpRun) -> None:
     assert res["menu_label"] == "Replace Background\u2026"
     assert res["image_types"] == "RGB*, GRAY*"
     for arg in ("server-url", "model-name", "inference-key", "key-file", "timeout", "background",
-                "background-color", "background-image", "blur-radius", "output", "grow", "feather"):
+                "background-color", "background-image", "blur-radius", "mirror-pass", "output", "grow", "feather"):
         assert arg in res["arguments"]
     assert "Traceback" not in fake_batch.log, fake_batch.log[-4000:]
 
@@ -311,6 +313,7 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
          "args": {**base, "background": "image", "background-image": bg_image}},
         {"name": "blur_background", "input": photo, "args": {**base, "background": "blur", "blur-radius": 12}},
         {"name": "default_colour", "input": photo, "args": {**base}},
+        {"name": "no_mirror_pass", "input": photo, "args": {**base, **BLUE_BACKGROUND, "mirror-pass": False}},
         # failures: nothing listening on the port; a wrong key; a model that is not served
         {"name": "server_down", "input": photo, "setup": {"old_mask": True, "select": [5, 5, 50, 50]},
          "args": {**base, "server-url": f"http://127.0.0.1:{_free_port()}"}},
@@ -338,6 +341,15 @@ def test_layer_mask_equals_the_servers_mask(real_batch: GimpRun, real_server: ob
     assert case["after"]["selected"] == [case["result_layer"]]
     assert (background_pixels(real_batch, case)[..., :3] == BLUE_RGB).all()
     assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
+
+
+@pytest.mark.serve
+def test_mirror_pass_off_asks_for_the_plain_mask(real_batch: GimpRun, real_server: object) -> None:
+    """Mirror pass is on by default (the masks of the other cases are the server's tta=flip masks);
+    turned off, GIMP holds the plain mask, which differs from the mirrored one."""
+    case = successful(real_batch, "no_mirror_pass")
+    photo, mask = photo_and_mask(real_batch, case, real_server, tta="none")
+    assert not np.array_equal(mask, server_mask(real_server, photo, "flip"))
 
 
 @pytest.mark.serve

@@ -37,6 +37,17 @@ def test_mask_equals_segmenter_predict(handler: PersonSegmenterHandler) -> None:
         np.testing.assert_array_equal(np.asarray(a.image()), expected)
 
 
+def test_tta_flip_equals_segmenter_predict_in_a_mixed_batch(handler: PersonSegmenterHandler) -> None:
+    """Requests with and without ``tta`` share a batch; each gets its own kind of pass."""
+    other = images.encode(images.noise_photo((130, 170), seed=2))
+    answers = run(handler, [form(PNG, tta="flip"), raw(PNG), raw(other)], [{}, {}, {"X-TTA": "FLIP"}])
+    photos = [imaging.decode_image(d) for d in (PNG, PNG, other)]
+    for a, photo, tta in zip(answers, photos, ("flip", "none", "flip"), strict=True):
+        expected = handler.segmenter.predict([photo], tta=tta)[0]
+        assert np.abs(np.asarray(a.image()).astype(int) - expected.astype(int)).max() <= 1, tta
+    assert not np.array_equal(np.asarray(answers[0].image()), np.asarray(answers[1].image()))
+
+
 def test_known_subject_lands_where_it_is(stub_handler: PersonSegmenterHandler) -> None:
     """With a 'model' that calls bright pixels person, the full-resolution mask is the rectangle."""
     x0, y0, x1, y1 = images.SUBJECT_BOX
@@ -126,6 +137,7 @@ BAD_REQUESTS = {
     "unknown mode": (raw(PNG), {"X-Mode": "sketch"}, 400, "unknown mode 'sketch'"),
     "unknown format": (form(PNG, mode="composite", format="gif"), {}, 400, "unknown format"),
     "unknown refine": (form(PNG, refine="magic"), {}, 400, "unknown refine"),
+    "unknown tta": (raw(PNG), {"X-TTA": "rotate"}, 400, "unknown tta 'rotate'; expected one of: none, flip"),
     "bad colour": (form(PNG, mode="composite", background="#12345"), {}, 400, "unknown background"),
     "jpeg mask": (form(PNG, format="jpeg"), {}, 400, "only for mode composite"),
     "jpeg transparent": (form(PNG, mode="composite", background="transparent", format="jpeg"), {}, 400,

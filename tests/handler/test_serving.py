@@ -42,6 +42,7 @@ def test_workers_ready_and_config_applied(torchserve_server) -> None:
     ({"mode": "composite", "background": "transparent"}, "RGBA", "image/png"),
     ({"mode": "composite", "background": "blur", "format": "jpeg"}, "RGB", "image/jpeg"),
     ({"mode": "mask", "refine": "bilinear"}, "L", "image/png"),
+    ({"mode": "composite", "tta": "flip"}, "RGB", "image/png"),
 ])
 def test_every_mode_over_http(torchserve_server, how: str, options: dict, mode: str, ctype: str) -> None:
     if how == "multipart":
@@ -69,9 +70,12 @@ def test_served_mask_equals_in_process_mask(torchserve_server, serving_checkpoin
     served = np.asarray(as_image(post(torchserve_server, data)))
     photo = imaging.decode_image(data)
     assert served.shape == (photo.height, photo.width) == (240, 360)
-    local = Segmenter.from_checkpoint(serving_checkpoint, device="cpu").predict([photo])[0]
-    diff = np.abs(served.astype(int) - local.astype(int))
+    local = Segmenter.from_checkpoint(serving_checkpoint, device="cpu")
+    diff = np.abs(served.astype(int) - local.predict([photo])[0].astype(int))
     assert diff.max() <= 1, f"max difference {diff.max()}, {np.count_nonzero(diff)} pixels differ"
+    flipped = np.asarray(as_image(post(torchserve_server, data, headers={"X-TTA": "flip"})))
+    diff = np.abs(flipped.astype(int) - local.predict([photo], tta="flip")[0].astype(int))
+    assert diff.max() <= 1, f"tta=flip: max difference {diff.max()}, {np.count_nonzero(diff)} pixels differ"
 
 
 def test_cutout_keeps_every_photo_pixel(torchserve_server) -> None:

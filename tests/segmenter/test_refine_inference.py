@@ -60,6 +60,45 @@ def test_batched_equals_single() -> None:
         assert np.abs(seg.predict_one(photo).astype(int) - mask.astype(int)).max() <= 1
 
 
+def _mirror(photo: Image.Image) -> Image.Image:
+    return photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+@pytest.mark.parametrize("size", [(90, 60), (40, 70)])
+def test_flip_tta_averages_the_photo_and_its_mirror(size: tuple[int, int]) -> None:
+    """``tta="flip"`` is the mean of the plain pass and the mirrored pass mirrored back, for a
+    network that is not mirror-symmetric; so it is also symmetric itself. Padding on the right
+    (wide photos) or bottom (tall ones) must stay where it is: mirroring the whole square would
+    break the second equality."""
+    torch.manual_seed(3)
+    seg = Segmenter(UNet(base_filters=4), image_size=64, amp=False)
+    rng = np.random.default_rng(2)
+    photo = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    (plain,) = seg.predict_lowres([photo])
+    (mirrored,) = seg.predict_lowres([_mirror(photo)])
+    (both,) = seg.predict_lowres([photo], tta="flip")
+    assert not torch.allclose(plain, mirrored.flip(-1), atol=1e-3)  # the network alone is not symmetric
+    torch.testing.assert_close(both, (plain + mirrored.flip(-1)) / 2, atol=1e-5, rtol=0)
+    (both_of_mirror,) = seg.predict_lowres([_mirror(photo)], tta="flip")
+    torch.testing.assert_close(both_of_mirror, both.flip(-1), atol=1e-5, rtol=0)
+
+
+def test_flip_tta_in_a_batch_equals_one_at_a_time() -> None:
+    torch.manual_seed(4)
+    seg = Segmenter(UNet(base_filters=4), image_size=64, amp=False)
+    rng = np.random.default_rng(5)
+    photos = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in ((90, 60), (40, 70))]
+    batched = seg.predict(photos, tta="flip")
+    for photo, mask in zip(photos, batched, strict=True):
+        assert np.abs(seg.predict_one(photo, tta="flip").astype(int) - mask.astype(int)).max() <= 1
+
+
+def test_unknown_tta_is_a_clear_error() -> None:
+    seg = Segmenter(UNet(base_filters=4), image_size=64, amp=False)
+    with pytest.raises(ValueError, match="unknown tta 'rotate'; expected one of: none, flip"):
+        seg.predict_lowres([Image.new("RGB", (20, 20))], tta="rotate")
+
+
 def _whole_frame_guided(prob: torch.Tensor, photo: Image.Image) -> np.ndarray:
     """Reference: the same coefficients upsampled to full size at once by F.interpolate, then applied."""
     coeffs = refine.with_levels(refine.fit(prob, photo))
