@@ -9,7 +9,7 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality bench
+.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench
 
 setup: $(STAMP)
 
@@ -64,6 +64,12 @@ quality: setup mediapipe-venv
 	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp || { echo "make quality: no $(DATASETS)/eg1800 and $(DATASETS)/ccp; run make quality DATASETS=/path/to/datasets"; exit 2; }
 	$(PY) benchmarks/quality.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --grid docs/images/quality_grid.png
+
+# Hard cases built from the validation split (cut by the frame, groups, small far people), ours vs MediaPipe.
+robustness: setup mediapipe-venv
+	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp || { echo "make robustness: no $(DATASETS)/eg1800 and $(DATASETS)/ccp; run make robustness DATASETS=/path/to/datasets"; exit 2; }
+	$(PY) benchmarks/robustness.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
+	    --val-list training/splits/shared_val.txt --limit 60
 
 # Speed benchmarks (docs/BENCHMARKS.md): each prints a table. Run them on an otherwise idle machine.
 bench: setup

@@ -69,6 +69,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss", choices=sorted(LOSSES), default="dice")
     p.add_argument("--paste-prob", type=float, default=0.3,
                    help="probability of pasting another pair's person into a sample (groups, new backgrounds)")
+    p.add_argument("--crop-prob", type=float, default=0.3,
+                   help="probability of cutting a sample to a random rectangle first (people cut by the frame, "
+                   "odd aspect ratios)")
+    p.add_argument("--side-prob", type=float, default=0.1,
+                   help="probability of putting another pair's photo beside a sample first (groups, wide photos)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -307,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     net = DistributedDataParallel(model) if world > 1 else model
     loss_fn = make_loss(args.loss)
 
-    dataset = SegmentationDataset(train_pairs, args.image_size, args.paste_prob)
+    dataset = SegmentationDataset(train_pairs, args.image_size, args.paste_prob, args.crop_prob, args.side_prob)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,

@@ -11,7 +11,17 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from segmenter.preprocess import MEAN, STD
-from training.data import DatasetError, SegmentationDataset, find_pairs, paste, split_pairs, train_transforms
+from training.data import (
+    FRAME_CROP_SIDE,
+    DatasetError,
+    SegmentationDataset,
+    find_pairs,
+    frame_crop,
+    paste,
+    side_by_side,
+    split_pairs,
+    train_transforms,
+)
 
 
 def test_pairs_by_base_name(tiny_dataset: Path) -> None:
@@ -101,3 +111,54 @@ def test_dataset_with_paste(tiny_dataset: Path) -> None:
     torch.manual_seed(0)
     img, mask = ds[3]
     assert img.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+
+
+def _painted(h: int, w: int, seed: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    """A photo that is its own mask painted white on black, with a random blob of person."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.uint8)
+    y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+    mask[y0:y0 + h // 2, x0:x0 + w // 3] = 1
+    return (tv_tensors.Image(torch.from_numpy(np.repeat(mask[None] * 255, 3, 0))),
+            tv_tensors.Mask(torch.from_numpy(mask)[None]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_frame_crop_is_an_aligned_rectangle_of_the_photo(seed: int) -> None:
+    image, mask = _painted(90, 120, seed)
+    torch.manual_seed(seed)
+    ci, cm = frame_crop(image, mask)
+    h, w = ci.shape[-2:]
+    assert cm.shape[-2:] == (h, w) and isinstance(ci, tv_tensors.Image) and isinstance(cm, tv_tensors.Mask)
+    lo, hi = FRAME_CROP_SIDE
+    assert round(90 * lo) - 1 <= h <= 90 and round(120 * lo) - 1 <= w <= 120
+    assert torch.equal(ci[0] > 0, cm[0] > 0)  # still the mask painted: pixel-aligned
+    # it is a window of the original: find it
+    found = any(torch.equal(mask[0, y:y + h, x:x + w], cm[0]) for y in range(91 - h) for x in range(121 - w))
+    assert found
+
+
+def test_frame_crop_shapes_cover_tall_and_wide() -> None:
+    image, mask = _painted(100, 100, 0)
+    torch.manual_seed(0)
+    ratios = [float(frame_crop(image, mask)[0].shape[-1]) / frame_crop(image, mask)[0].shape[-2] for _ in range(200)]
+    assert min(ratios) < 0.6 and max(ratios) > 1.7
+
+
+def test_side_by_side_scales_the_right_photo_to_the_left_height() -> None:
+    left, right = _painted(60, 40, 1), _painted(30, 50, 2)
+    image, mask = side_by_side(left, right)
+    assert image.shape == (3, 60, 140) and mask.shape == (1, 60, 140)
+    assert torch.equal(image[:, :, :40], left[0]) and torch.equal(mask[:, :, :40], left[1])
+    assert mask[0, :, 40:].sum() > 0 and set(mask.unique().tolist()) <= {0, 1}
+    agree = ((image[0, :, 40:] > 127) == (mask[0, :, 40:] > 0)).float().mean()
+    assert agree > 0.97
+
+
+def test_dataset_with_crop_and_side_by_side(tiny_dataset: Path) -> None:
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, crop_prob=1.0, side_prob=1.0)
+    for i in range(len(ds)):
+        torch.manual_seed(i)
+        img, mask = ds[i]
+        assert img.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}

@@ -1,0 +1,142 @@
+"""Hard cases the validation split has few of, ours vs MediaPipe on the same images in one run.
+
+Real users photograph groups, people far from the camera and people cut by the frame; the
+validation split is mostly one person filling the frame. This benchmark builds such photos
+from the validation pairs, deterministically, with their truth masks built the same way:
+
+- ``as is``: the validation photo itself (the reference row);
+- ``cut by frame``: the left 55% of the photo (the person cut by the frame's edge);
+- ``group of two``: the photo side by side with the next pair's photo, scaled to one height;
+- ``small, far``: the next pair's person pasted at 40% of the height onto this photo, bottom
+  right (a far person beside a near one; the truth is both people).
+
+Both models are scored per image (person IoU and boundary F at the built image's resolution,
+threshold 0.5) and averaged. MediaPipe runs in its own venv (``make mediapipe-venv``).
+
+    python benchmarks/robustness.py --data datasets/eg1800 --data datasets/ccp \
+        --val-list training/splits/shared_val.txt --limit 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from benchmarks.quality import DEFAULT_MP_PYTHON, MediaPipe
+from segmenter import checkpoint
+from segmenter.imaging import load_image, load_mask
+from segmenter.inference import TTA_MODES, Segmenter
+from segmenter.preprocess import THRESHOLD
+from training.data import find_pairs, read_name_list
+from training.metrics import image_metrics, mean_metrics
+from training.progress import Progress
+
+Sample = tuple[Image.Image, np.ndarray]  # RGB photo, bool truth mask of the same size
+
+
+def cut_by_frame(a: Sample, b: Sample) -> Sample:
+    image, truth = a
+    w = max(16, round(image.width * 0.55))
+    return image.crop((0, 0, w, image.height)), truth[:, :w]
+
+
+def _to_height(sample: Sample, height: int) -> Sample:
+    image, truth = sample
+    w = max(1, round(image.width * height / image.height))
+    mask = Image.fromarray(truth.astype(np.uint8) * 255).resize((w, height), Image.Resampling.BILINEAR)
+    return image.resize((w, height), Image.Resampling.BILINEAR), np.asarray(mask) >= 128
+
+
+def group_of_two(a: Sample, b: Sample) -> Sample:
+    (ai, at), (bi, bt) = a, _to_height(b, a[0].height)
+    canvas = Image.new("RGB", (ai.width + bi.width, ai.height))
+    canvas.paste(ai, (0, 0))
+    canvas.paste(bi, (ai.width, 0))
+    return canvas, np.concatenate([at, bt], axis=1)
+
+
+def small_far(a: Sample, b: Sample) -> Sample:
+    """``b``'s person at 40% of ``a``'s height, feathered by a pixel, in ``a``'s bottom-right corner."""
+    image, truth = a
+    small, small_truth = _to_height(b, max(16, round(image.height * 0.4)))
+    if small.width > image.width:
+        return image, truth
+    x, y = image.width - small.width, image.height - small.height
+    alpha = Image.fromarray(small_truth.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(0.8))
+    out = image.copy()
+    out.paste(small, (x, y), alpha)
+    merged = truth.copy()
+    merged[y:, x:] |= small_truth
+    return out, merged
+
+
+CASES: dict[str, Callable[[Sample, Sample], Sample]] = {
+    "as is": lambda a, b: a,
+    "cut by frame": cut_by_frame,
+    "group of two": group_of_two,
+    "small, far": small_far,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True)
+    p.add_argument("--val-list", type=Path)
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--tta", choices=TTA_MODES, default="none", help="our model's test-time augmentation")
+    p.add_argument("--mediapipe-python", type=Path, default=DEFAULT_MP_PYTHON)
+    p.add_argument("--limit", type=int, default=60, help="pairs per root (default 60)")
+    args = p.parse_args(argv)
+    if not args.mediapipe_python.exists():
+        print(f"robustness.py: error: {args.mediapipe_python} not found; run `make mediapipe-venv`", file=sys.stderr)
+        return 2
+    ckpt = args.checkpoint or checkpoint.default_weights()
+    seg = Segmenter.from_checkpoint(ckpt)
+    names = read_name_list(args.val_list) if args.val_list else None
+    roots = {}
+    for root in args.data:
+        found = [q for q in find_pairs([root]) if names is None or q.name in names]
+        roots[Path(root).name] = found[: args.limit] if args.limit else found
+    mp = MediaPipe(args.mediapipe_python)
+    scores: dict[tuple[str, str, str], list[dict]] = {}
+    bar = Progress(sum(len(v) for v in roots.values()) * len(CASES), "robustness")
+    cut = round(THRESHOLD * 255)
+    with tempfile.TemporaryDirectory() as tmp:
+        for root, pairs in roots.items():
+            samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
+            for i, a in enumerate(samples):
+                b = samples[(i + 1) % len(samples)]
+                for case, build in CASES.items():
+                    image, truth = build(a, b)
+                    path = Path(tmp) / "case.png"
+                    image.save(path)
+                    t = torch.from_numpy(truth)
+                    ours = seg.predict_one(image, tta=args.tta) >= cut
+                    theirs = mp.mask(path, Path(tmp) / "m.png") >= cut
+                    scores.setdefault((root, case, "ours"), []).append(image_metrics(torch.from_numpy(ours), t))
+                    scores.setdefault((root, case, "mp"), []).append(image_metrics(torch.from_numpy(theirs), t))
+                    bar.update()
+    mp.close()
+    print(f"\nmodel: {ckpt} (tta {args.tta})\n")
+    print("| set | case | images | ours IoU | MediaPipe IoU | ours boundary F | MediaPipe boundary F |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for root in roots:
+        for case in CASES:
+            o, m = mean_metrics(scores[(root, case, "ours")]), mean_metrics(scores[(root, case, "mp")])
+            print(f"| {root} | {case} | {o['count']} | {o['iou']:.4f} | {m['iou']:.4f} | "
+                  f"{o['boundary_f']:.4f} | {m['boundary_f']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
