@@ -106,6 +106,13 @@ def test_bad_dataset_is_a_clear_cli_error(tmp_path: Path) -> None:
     assert "missing" in proc.stderr and "Images/" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _default_sigint() -> None:
+    """Start the run with Ctrl-C's default disposition, as from a terminal. A shell that starts the test
+    suite in the background (``bash .ci/run &``) makes its children ignore SIGINT, and Python keeps an
+    ignored SIGINT ignored: without this the Ctrl-C tests would test nothing there and fail."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_stop_signal_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path, signum: int,
                                                    code: int) -> None:
@@ -117,7 +124,7 @@ def test_stop_signal_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path:
     args = [*TRAIN, "--data", str(data), *TINY_ARGS, "--epochs", "50", "--batch-size", "1", "--out", str(out),
             "--no-export"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         assert proc.stderr is not None
@@ -148,7 +155,7 @@ def test_ctrl_c_during_validation_also_leaves_a_resumable_checkpoint(tmp_path: P
     args = [*TRAIN, "--data", str(data), "--val-data", str(val), *TINY_ARGS, "--epochs", "3", "--out", str(out),
             "--no-export"]
     proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_default_sigint)
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
