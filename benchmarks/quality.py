@@ -29,7 +29,7 @@ from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import find_pairs, read_name_list
+from training.data import pairs_of_root, read_name_list
 from training.metrics import image_metrics, mean_metrics
 from training.progress import Progress
 
@@ -106,10 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = read_name_list(args.val_list) if args.val_list else None
     pairs = []
     for root in args.data:
-        found = [q for q in find_pairs([root]) if names is None or q.name in names]
-        pairs += found[: args.limit] if args.limit else found
+        pairs += pairs_of_root(root, names, args.limit)
     columns = ["ours"] + ([] if args.no_tta else ["ours_flip"]) + ["mediapipe"]
     titles = {"ours": "ours", "ours_flip": "ours + flip", "mediapipe": "MediaPipe"}
+    cut = round(THRESHOLD * 255)
     mp = MediaPipe(args.mediapipe_python)
     results: dict[str, dict[str, list]] = {}
     cases = []
@@ -118,13 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for pair in pairs:
             truth = load_mask(pair.mask)
             image = load_image(pair.image)
-            ours = seg.predict_one(image) >= round(THRESHOLD * 255)
-            theirs = mp.mask(pair.image, Path(tmp) / "m.png") >= round(THRESHOLD * 255)
+            ours = seg.predict_one(image) >= cut
+            theirs = mp.mask(pair.image, Path(tmp) / "m.png") >= cut
             t = torch.from_numpy(truth)
             per = results.setdefault(pair.root.name, {who: [] for who in columns})
             per["ours"].append(image_metrics(torch.from_numpy(ours), t))
             if "ours_flip" in columns:
-                flip = seg.predict_one(image, tta="flip") >= round(THRESHOLD * 255)
+                flip = seg.predict_one(image, tta="flip") >= cut
                 per["ours_flip"].append(image_metrics(torch.from_numpy(flip), t))
             per["mediapipe"].append(image_metrics(torch.from_numpy(theirs), t))
             cases.append((pair.name, truth, ours, theirs, per["ours"][-1]["iou"]))

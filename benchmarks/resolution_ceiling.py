@@ -25,7 +25,7 @@ from PIL import Image
 
 from segmenter.imaging import load_mask
 from segmenter.preprocess import THRESHOLD, letterbox_size
-from training.data import find_pairs, read_name_list
+from training.data import pairs_of_root, read_name_list
 from training.metrics import iou
 
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = read_name_list(args.val_list) if args.val_list else None
     print(f"{'dataset':<32} {'pairs':>5} " + " ".join(f"{f'IoU@{s}':>8}" for s in sizes))
     for root in args.data:
-        pairs = [q for q in find_pairs([root]) if names is None or q.name in names]
+        pairs = pairs_of_root(root, names)
         truths = [load_mask(q.mask) for q in pairs]
         figures = [np.mean([ceiling_iou(t, s) for t in truths]) for s in sizes]
         print(f"{root:<32} {len(pairs):>5} " + " ".join(f"{f:>8.4f}" for f in figures))

@@ -37,7 +37,7 @@ from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import find_pairs, read_name_list
+from training.data import pairs_of_root, read_name_list
 from training.metrics import image_metrics, mean_metrics
 from training.progress import Progress
 
@@ -103,10 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ckpt = args.checkpoint or checkpoint.default_weights()
     seg = Segmenter.from_checkpoint(ckpt)
     names = read_name_list(args.val_list) if args.val_list else None
-    roots = {}
-    for root in args.data:
-        found = [q for q in find_pairs([root]) if names is None or q.name in names]
-        roots[Path(root).name] = found[: args.limit] if args.limit else found
+    roots = {Path(root).name: pairs_of_root(root, names, args.limit) for root in args.data}
     mp = MediaPipe(args.mediapipe_python)
     scores: dict[tuple[str, str, str], list[dict]] = {}
     bar = Progress(sum(len(v) for v in roots.values()) * len(CASES), "robustness")

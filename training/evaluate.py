@@ -26,7 +26,7 @@ from segmenter.imaging import load_image, load_mask
 from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.preprocess import THRESHOLD
 from segmenter.refine import METHODS
-from training.data import DatasetError, Pair, find_pairs, read_name_list
+from training.data import DatasetError, Pair, pairs_of_root, read_name_list
 from training.metrics import image_metrics, mean_metrics
 from training.progress import Progress
 
@@ -90,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = read_name_list(args.val_list) if args.val_list else None
         pairs: list[Pair] = []
         for root in args.data:
-            found = [p for p in find_pairs([root], skip_bad=args.skip_bad) if names is None or p.name in names]
-            pairs += found[: args.limit] if args.limit else found
+            pairs += pairs_of_root(root, names, args.limit, args.skip_bad)
         if not pairs:
             raise DatasetError("no pairs to evaluate (check --data and --val-list)")
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
