@@ -19,25 +19,37 @@ if __package__ in (None, ""):
 
 from segmenter import checkpoint
 
+# The largest weights file the repository takes (README, "Shipped model").
+MAX_COMMITTED_MB = 40
 
-def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: bool = False) -> dict:
+
+def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: bool = False,
+         half: bool = False) -> dict:
     """Write the slim checkpoint; returns its provenance.
 
     ``raw`` takes the optimizer's own weights of an ``--ema`` run instead of their average, so the
     average's gain can be measured (evaluate both) rather than assumed.
+
+    ``half`` stores the floating-point tensors as float16, half the file, so a wider model fits the
+    project's 40-MB cap on committed weights. Nothing is lost that inference keeps: loading casts them
+    back to float32, and the CPU forward pass runs in bfloat16, whose 8-bit mantissa is coarser than
+    float16's 11 bits.
     """
     ckpt = checkpoint.load(src)
     if raw:
         if "train_model" not in ckpt:
             raise ValueError(f"{src}: no raw weights (train_model): the run was not trained with --ema")
         ckpt["model"] = ckpt["train_model"]
+    if half:
+        ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     run = Path(src).parent
     metrics = {}
     if (run / "metrics.jsonl").is_file():
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
         metrics = next((r for r in rows if r.get("epoch") == ckpt.get("epoch")), {})
     provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics,
-                  "weights": "raw" if raw else "average" if "train_model" in ckpt else "trained"}
+                  "weights": "raw" if raw else "average" if "train_model" in ckpt else "trained",
+                  "stored": "float16" if half else "float32"}
     # Provenance as a JSON string: plain types only, so weights_only loading stays possible.
     checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"],
                             "provenance": json.dumps(provenance)}, dst)
@@ -50,15 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--to", type=Path, default=checkpoint.SHIPPED_WEIGHTS)
     p.add_argument("--raw", action="store_true",
                    help="an --ema run's raw weights instead of the average (to measure what the average gains)")
+    p.add_argument("--half", action="store_true",
+                   help="store the weights as float16: half the file, the same masks to within rounding")
     args = p.parse_args(argv)
     try:
-        info = ship(args.checkpoint, args.to, args.raw)
+        info = ship(args.checkpoint, args.to, args.raw, args.half)
     except (FileNotFoundError, ValueError) as exc:
         print(f"ship.py: error: {exc}", file=sys.stderr)
         return 2
     size = args.to.stat().st_size / 1e6
     print(f"ship.py: wrote {args.to} ({size:.1f} MB) from {args.checkpoint}, epoch {info['epoch']}, "
           f"val IoU {info['metrics'].get('val_iou', float('nan')):.4f}", file=sys.stderr)
+    if size > MAX_COMMITTED_MB:
+        print(f"ship.py: warning: {size:.1f} MB is over the {MAX_COMMITTED_MB} MB the project commits"
+              + ("" if args.half else "; --half stores it in half the space"), file=sys.stderr)
     return 0
 
 

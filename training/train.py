@@ -61,7 +61,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate, save and ship an exponential moving average of the weights with this "
                    "decay per step (0.999 is typical; 0, the default, turns it off)")
-    p.add_argument("--base-filters", type=int, default=32)
+    p.add_argument("--base-filters", type=int, default=32,
+                   help="channels of the first level, doubling per level (--init carries a narrower model's "
+                   "weights into a wider one, computing what it did)")
     p.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
                    help="U-Net levels (5 adds a level at 1/32 scale: more context for +24%% work; "
                    "--init carries a shallower model's weights into it)")
@@ -279,14 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = model.to(memory_format=torch.channels_last)
     if init:
         init_depth = int(init["config"].get("depth", DEFAULT_DEPTH))
+        init_base = int(init["config"].get("base_filters", 32))
         try:
-            carried, fresh = carry_weights(model, init["model"], init_depth)
+            carried, fresh = carry_weights(model, init["model"], init_depth, init_base)
         except ValueError as exc:
             print(f"train.py: error: {args.init}: {exc}", file=sys.stderr)
             return 2
-        if fresh:
-            log(f"train.py: carried {carried} tensors from the depth-{init_depth} model {args.init}; "
-                f"{fresh} of the new level start from random weights")
+        if fresh or init_base != args.base_filters:
+            news = ([f"{fresh} tensors of the new level"] if fresh else []) + (
+                [f"the channels beyond {init_base} filters (they add nothing until trained)"]
+                if init_base != args.base_filters else [])
+            log(f"train.py: carried {carried} tensors from the depth-{init_depth}, {init_base}-filter model "
+                f"{args.init}; random weights for {' and '.join(news)}")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     use_scaler = args.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)

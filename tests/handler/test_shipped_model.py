@@ -60,3 +60,10 @@ def test_served_masks_score_as_evaluate_py_scores_them(torchserve_server, servin
         # flip a pixel sitting exactly on the threshold: a few pixels out of a million at most.
         assert got["iou"] == pytest.approx(row["iou"], abs=1e-3), name
         assert got["boundary_f"] == pytest.approx(row["boundary_f"], abs=1e-2), name
+
+
+def test_shipped_weights_fit_the_repository_cap() -> None:
+    """The brief caps committed weights at 40 MB; a wider model must ship with ``ship.py --half``."""
+    if not SHIPPED_WEIGHTS.is_file():
+        pytest.skip(f"{SHIPPED_WEIGHTS} is missing")
+    assert SHIPPED_WEIGHTS.stat().st_size <= 40 * 10**6

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from segmenter import checkpoint
 from tests.training.conftest import TINY_ARGS
@@ -236,20 +237,26 @@ def test_torchrun_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # only rank 0 writes
 
 
-def test_init_grows_a_trained_model_one_level_deeper(trained: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_init_grows_a_trained_model_deeper_or_wider(trained: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "deeper"
     proc = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained), "--depth", "5",
                  "--out", str(out), "--no-export"])
     assert proc.returncode == 0, proc.stderr
-    assert "carried" in proc.stderr and "depth-4 model" in proc.stderr and "depth 5" in proc.stderr
+    assert "carried" in proc.stderr and "depth-4, 4-filter model" in proc.stderr and "depth 5" in proc.stderr
     model, config = checkpoint.load_model(out / "best.pt")
     assert config["depth"] == 5 and model.depth == 5
     proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])  # depth comes back on resume
     assert proc.returncode == 0, proc.stderr
     assert "depth 5" in proc.stderr and checkpoint.load(out / "last.pt")["config"]["depth"] == 5
-    wider = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained), "--depth", "5",
-                  "--base-filters", "8", "--out", str(tmp_path / "wider"), "--no-export"])
-    assert wider.returncode == 2 and "--base-filters" in wider.stderr and "Traceback" not in wider.stderr
+    wider = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained),
+                  "--base-filters", "6", "--out", str(tmp_path / "wider"), "--no-export"])
+    assert wider.returncode == 0, wider.stderr
+    assert "4-filter model" in wider.stderr and "beyond 4 filters" in wider.stderr
+    assert checkpoint.load_model(tmp_path / "wider" / "best.pt")[0].base_filters == 6
+    narrower = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(trained),
+                     "--base-filters", "2", "--out", str(tmp_path / "narrower"), "--no-export"])
+    assert narrower.returncode == 2 and "--base-filters" in narrower.stderr and "Traceback" not in narrower.stderr
+    assert not (tmp_path / "narrower" / "last.pt").exists()
     raw = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--raw", "--to",
                 str(tmp_path / "raw.pt")])
     assert raw.returncode == 2 and "not trained with --ema" in raw.stderr and not (tmp_path / "raw.pt").exists()
@@ -265,3 +272,19 @@ def test_ship_writes_slim_weights_with_provenance(trained: Path, tmp_path: Path)
     assert dst.stat().st_size < trained.stat().st_size
     model, _ = checkpoint.load_model(dst)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_ship_half_stores_float16_that_load_as_the_same_model(trained: Path, tmp_path: Path) -> None:
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    for dst, extra in ((full, []), (half, ["--half"])):
+        proc = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(dst), *extra])
+        assert proc.returncode == 0, proc.stderr
+    stored = checkpoint.load(half)["model"]
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    assert json.loads(checkpoint.load(half)["provenance"])["stored"] == "float16"
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    (a, _), (b, _) = checkpoint.load_model(full), checkpoint.load_model(half)
+    assert next(b.parameters()).dtype == torch.float32  # loading casts back: the code path is unchanged
+    x = torch.rand(1, 3, 64, 48)
+    with torch.inference_mode():
+        assert torch.allclose(torch.sigmoid(a(x)), torch.sigmoid(b(x)), atol=5e-3)

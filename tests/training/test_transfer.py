@@ -37,6 +37,52 @@ def test_deeper_model_keeps_every_old_tensor_and_only_the_new_level_is_fresh() -
         assert torch.allclose(old.up_convs[3](x), new.up_convs[4](x))
 
 
-def test_another_width_is_refused() -> None:
+def test_shallower_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        carry_weights(UNet(base_filters=4, depth=3), UNet(base_filters=4, depth=4).state_dict(), old_depth=4)
+
+
+def _randomise_batchnorm(model: UNet) -> None:
+    """Non-trivial running statistics, so the test sees them carried (a fresh BN is the identity)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize("old_base, new_base", [(4, 6), (4, 8), (3, 5)])
+def test_wider_model_computes_what_the_narrow_one_did(old_base: int, new_base: int) -> None:
+    torch.manual_seed(1)
+    old, new = UNet(base_filters=old_base, depth=3), UNet(base_filters=new_base, depth=3)
+    _randomise_batchnorm(old)
+    carried, fresh = carry_weights(new, old.state_dict(), old_depth=3, old_base_filters=old_base)
+    assert (carried, fresh) == (len(old.state_dict()), 0)
+    old.eval(), new.eval()
+    x = torch.randn(2, 3, 40, 24)
+    with torch.inference_mode():
+        assert torch.allclose(old(x), new(x), atol=1e-5)
+    # the new channels are not dead: they carry the wider model's random weights and compute something
+    assert new.inc[0].weight[old_base:].abs().sum() > 0
+    # and training can reach them: the zeroed weights from them get a gradient
+    new.train()
+    new(x).sum().backward()
+    assert new.downs[0][1][0].weight.grad[:2 * old_base, old_base:].abs().sum() > 0
+
+
+def test_wider_and_deeper_at_once() -> None:
+    torch.manual_seed(2)
+    old, new = UNet(base_filters=4, depth=3), UNet(base_filters=6, depth=4)
+    carried, fresh = carry_weights(new, old.state_dict(), old_depth=3, old_base_filters=4)
+    assert carried == len(old.state_dict()) and fresh > 0
+    # the concatenated input of a decoder stage: skip channels first, upsampled channels after its half
+    got, want = new.up_convs[1][0].weight, old.up_convs[0][0].weight  # level 2 of both, 24 -> 36 + 36 inputs
+    assert got[:16, :16].equal(want[:, :16]) and got[:16, 24:40].equal(want[:, 16:])
+    assert got[:16, 16:24].abs().sum() == 0 and got[:16, 40:].abs().sum() == 0
+
+
+def test_narrower_model_is_refused() -> None:
     with pytest.raises(ValueError, match="base-filters"):
-        carry_weights(UNet(base_filters=8, depth=5), UNet(base_filters=4, depth=4).state_dict(), old_depth=4)
+        carry_weights(UNet(base_filters=4, depth=4), UNet(base_filters=8, depth=4).state_dict(), old_depth=4,
+                      old_base_filters=8)
