@@ -287,10 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"train.py: error: {args.init}: {exc}", file=sys.stderr)
             return 2
-        if fresh or init_base != args.base_filters:
-            news = ([f"{fresh} tensors of the new level"] if fresh else []) + (
-                [f"the channels beyond {init_base} filters (they add nothing until trained)"]
-                if init_base != args.base_filters else [])
+        news = ([f"{fresh} tensors of the new level"] if fresh else []) + (
+            [f"the channels beyond {init_base} filters (they add nothing until trained)"]
+            if init_base != args.base_filters else [])
+        if news:
             log(f"train.py: carried {carried} tensors from the depth-{init_depth}, {init_base}-filter model "
                 f"{args.init}; random weights for {' and '.join(news)}")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)

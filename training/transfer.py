@@ -45,8 +45,9 @@ def _old_channels(name: str, dim: int, old: int, new: int) -> torch.Tensor:
 def widen(name: str, old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
     """``old`` placed inside the wider ``fresh`` tensor so the wider layer computes the same old channels.
 
-    For a convolution the block (old outputs x new inputs) is zeroed: the new channels then add
-    nothing to the old ones. ``ups.*`` are transposed convolutions, whose weights are (in, out, ...).
+    For a convolution the old outputs' rows are zeroed before ``old`` is written into them, which
+    leaves their weights from the new inputs at zero: the new channels then add nothing to the old
+    ones. ``ups.*`` are transposed convolutions, whose weights are (in, out, ...).
     """
     if old.shape == fresh.shape:
         return old.clone()
@@ -55,14 +56,8 @@ def widen(name: str, old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
     out = fresh.clone()
     index = [_old_channels(name, d, o, f) for d, (o, f) in enumerate(zip(old.shape, fresh.shape, strict=True))]
     if old.ndim == 4:
-        out_dim, in_dim = (1, 0) if name.startswith("ups.") else (0, 1)
-        new_inputs = torch.ones(fresh.shape[in_dim], dtype=torch.bool)
-        new_inputs[index[in_dim]] = False
-        rows = [slice(None)] * 4
-        rows[in_dim] = new_inputs
-        view = out[tuple(rows)]  # a copy (boolean index): zero it and write it back
-        view.index_fill_(out_dim, index[out_dim], 0.0)
-        out[tuple(rows)] = view
+        out_dim = 1 if name.startswith("ups.") else 0
+        out.index_fill_(out_dim, index[out_dim], 0.0)
     out[torch.meshgrid(*index, indexing="ij")] = old
     return out
 
