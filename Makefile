@@ -77,6 +77,7 @@ bench: setup
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/serving.py --memory
 	$(PY) benchmarks/training_speed.py
+	$(PY) benchmarks/data_loading.py
 
 # --- serving (issue 3) ---
 serve: mar
