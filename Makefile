@@ -9,7 +9,7 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench
+.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench gpu-data
 
 setup: $(STAMP)
 
@@ -70,6 +70,14 @@ robustness: setup mediapipe-venv
 	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp || { echo "make robustness: no $(DATASETS)/eg1800 and $(DATASETS)/ccp; run make robustness DATASETS=/path/to/datasets"; exit 2; }
 	$(PY) benchmarks/robustness.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --limit 60
+
+# A 320-px WebP copy of the shared data sets (~28 MB) that can travel with the working tree to a borrowed GPU
+# machine, for training/gpu_run.sh (docs/MODEL_CARD.md, "A GPU run, prepared"). gpu_data/ is not committed.
+gpu-data: setup
+	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp -a -d $(DATASETS)/vikram || { echo "make gpu-data: no $(DATASETS)/{eg1800,ccp,vikram}; run make gpu-data DATASETS=/path/to/datasets"; exit 2; }
+	rm -rf gpu_data
+	for r in ccp eg1800 vikram; do $(PY) training/shrink.py $(DATASETS)/$$r --out gpu_data/$$r --long-side 320 --format webp --quality 70 || exit 1; done
+	du -sh gpu_data
 
 # Speed benchmarks (docs/BENCHMARKS.md): each prints a table. Run them on an otherwise idle machine.
 bench: setup

@@ -18,7 +18,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -213,6 +214,31 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def stop_signals_held(deliver: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while checkpoints are written, then act on them.
+
+    A stop raised inside ``torch.save`` leaves its zip writer half-way, and the writer's clean-up
+    raises its own RuntimeError over our stop: the run ended in a traceback instead of a message
+    and a resumable checkpoint (seen with ``timeout -s TERM`` in training/gpu_run.sh). The file
+    itself was safe (``save_atomic``); the signal is now taken after the write. With ``deliver``
+    False, a signal that came meanwhile is dropped: the save in progress is already the stop's.
+    """
+    pending: list[int] = []
+    held = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler)
+    if deliver:
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)  # the handler in force again decides: raise, or ignore (SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # A run started in the background by a script ignores SIGINT (the shell sets it so), which leaves
@@ -378,12 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # last.pt is the commit point, written last: a kill before it lands only repeats this epoch
                 # on --resume, which drops this row again (trim_metrics) and keeps best.pt's score
                 # (recorded_best). The other order lost the row, or left best.pt behind last.pt's best score.
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                if improved:
-                    checkpoint.save_atomic(state, out / "best.pt")
-                checkpoint.save_atomic(state, out / "last.pt")
-                committed = True
+                with stop_signals_held():
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    if improved:
+                        checkpoint.save_atomic(state, out / "best.pt")
+                    checkpoint.save_atomic(state, out / "last.pt")
+                    committed = True
                 model.train()
                 log(f"epoch {epoch + 1}/{args.epochs}: loss {row['train_loss']:.4f}"
                     + (f", val IoU {row['val_iou']:.4f} Dice {row['val_dice']:.4f} BF {row['val_boundary_f']:.4f}"
@@ -395,10 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.close()
             if main_proc:
                 if not committed:
-                    checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_before, args, ema,
-                                                          interrupted=True), out / "last.pt")
-                log(f"\ntrain.py: {'terminated' if isinstance(stop, Terminated) else 'interrupted'} in epoch "
-                    f"{epoch + 1}; saved {out / 'last.pt'}. "
+                    with stop_signals_held(deliver=False):
+                        checkpoint.save_atomic(training_state(model, optimizer, scaler, epoch, best_before, args,
+                                                              ema, interrupted=True), out / "last.pt")
+                when = f"after epoch {epoch + 1}" if committed else f"in epoch {epoch + 1}"
+                log(f"\ntrain.py: {'terminated' if isinstance(stop, Terminated) else 'interrupted'} {when}; "
+                    f"saved {out / 'last.pt'}. "
                     f"Continue with: python training/train.py --resume {out / 'last.pt'}")
             return 143 if isinstance(stop, Terminated) else 130
 
