@@ -4,18 +4,20 @@
 # train.py turns into a clean save) after TRAIN_S seconds, the run folder stays on the machine, and only the
 # log, the per-epoch metrics and the best weights in float16 (15.6 MB) come back.
 #
-# Data: `make gpu-data DATASETS=../shared/datasets` first (a 320-px WebP copy, ~30 MB, small enough to travel
+# Data: `make gpu-data DATASETS=../shared/datasets` first (a 320-px WebP copy, ~28 MB, small enough to travel
 # with the working tree), then on the GPU machine, from the repository root:
 #     OUT=/some/folder bash training/gpu_run.sh
-# Settings by environment: TRAIN_S (default 420), EPOCHS (30, the cosine schedule's length: if the time
-# limit comes first, best.pt is the best epoch so far, at a rate not yet decayed), LR, BATCH, WORKERS, MODEL (the U-Net's shape), INIT (starting weights),
-# EXTRA (more train.py options), PY (python3). Evaluate the weights here afterwards at full resolution:
-#     python benchmarks/quality.py ... --checkpoint gpu.pt
+# Settings by environment: TRAIN_S (default 420); EPOCHS (30, the cosine schedule's length: if the time limit
+# comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED; MODEL
+# (the U-Net's shape); INIT (starting weights; INIT= empty trains from scratch); VAL (the validation
+# options); EXTRA (more train.py options); PY (python3). Evaluate the weights here afterwards, at full
+# resolution: python benchmarks/quality.py ... --checkpoint gpu.pt
 set -euo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 PY=${PY:-python3}
 DATA=${DATA:-gpu_data}
 RUN=${RUN:-/tmp/gpu-run}
+INIT=${INIT-segmenter/weights/person_unet.pt}
 export PYTHONUNBUFFERED=1
 for root in ccp eg1800 vikram; do
     [ -d "$DATA/$root/Images" ] || { echo "gpu_run.sh: no $DATA/$root/Images; run make gpu-data first" >&2; exit 2; }
@@ -23,8 +25,8 @@ done
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt" || true
 # shellcheck disable=SC2086
 timeout -s TERM -k 60 "${TRAIN_S:-420}" "$PY" training/train.py \
-    --data "$DATA/ccp" --data "$DATA/eg1800" --data "$DATA/vikram" --val-list training/splits/shared_val.txt \
-    --init "${INIT:-segmenter/weights/person_unet.pt}" ${MODEL:---depth 5 --base-filters 16} \
+    --data "$DATA/ccp" --data "$DATA/eg1800" --data "$DATA/vikram" ${VAL:---val-list training/splits/shared_val.txt} \
+    ${INIT:+--init "$INIT"} ${MODEL:---depth 5 --base-filters 16} \
     --epochs "${EPOCHS:-30}" --batch-size "${BATCH:-32}" --lr "${LR:-4e-4}" --loss bce_lovasz --ema 0.999 \
     --image-size 256 --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
     --seed "${SEED:-10}" --preview-count 2 --out "$RUN" --no-export ${EXTRA:-} 2>&1 | tee "$OUT/train.log" || true
