@@ -1,7 +1,7 @@
 """Training-sample cost from camera-size photos, before and after ``training/shrink.py``.
 
     python benchmarks/data_loading.py                      # 6 generated 12-MP photos, copy at 640 px
-    python benchmarks/data_loading.py --data ~/photos/Dataset --limit 20
+    python benchmarks/data_loading.py --data ~/photos/Dataset --limit 20    # shrinks all of it, times 20
 
 Times ``SegmentationDataset[i]`` (decode photo and mask, augment, crop to the input size: all a data
 worker does per sample) on the original files and on a reduced copy, and prints milliseconds per
