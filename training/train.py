@@ -221,11 +221,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def stop_signals_held(deliver: bool = True) -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM while checkpoints are written, then act on them.
 
-    A stop raised inside ``torch.save`` leaves its zip writer half-way, and the writer's clean-up
-    raises its own RuntimeError over our stop: the run ended in a traceback instead of a message
-    and a resumable checkpoint (seen with ``timeout -s TERM`` in training/gpu_run.sh). The file
-    itself was safe (``save_atomic``); the signal is now taken after the write. With ``deliver``
-    False, a signal that came meanwhile is dropped: the save in progress is already the stop's.
+    A stop raised inside ``torch.save`` left its zip writer half-way: either the writer's clean-up
+    raised its own RuntimeError over the stop (a traceback instead of the resume message, seen with
+    ``timeout -s TERM`` in training/gpu_run.sh), or the epoch just trained was thrown away (last.pt
+    rolled back to "interrupted"). The files themselves were safe (``save_atomic``). Now the signal
+    is taken after the write. With ``deliver`` False, a signal that came meanwhile is dropped: the
+    save in progress is already the stop's.
     """
     pending: list[int] = []
     held = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in STOP_SIGNALS}
