@@ -4,7 +4,7 @@
 # train.py turns into a clean save) after TRAIN_S seconds, the run folder stays on the machine, and only the
 # log, the per-epoch metrics and the best weights in float16 (15.6 MB) come back.
 #
-# Data: `make gpu-data DATASETS=../shared/datasets` first (a 320-px WebP copy, ~28 MB, small enough to travel
+# Data: `make gpu-data DATASETS=/path/to/datasets` first (a 320-px WebP copy, ~28 MB, small enough to travel
 # with the working tree), then on the GPU machine, from the repository root:
 #     OUT=/some/folder bash training/gpu_run.sh
 # Settings by environment: TRAIN_S (default 420); EPOCHS (30, the cosine schedule's length: if the time limit
