@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from segmenter.model import DEFAULT_DEPTH, UNet
+from segmenter.model import build_model
 
 # The weights the project ships; make serve, evaluate.py and predict.py use them by default.
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "person_unet.pt"
@@ -83,15 +84,14 @@ def _reason(exc: Exception) -> str:
     return "damaged, or not a PyTorch checkpoint (the weights-only loader could not read it)"
 
 
-def build_model(config: dict[str, Any]) -> UNet:
-    return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", DEFAULT_DEPTH)))
-
-
-def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
-    """Model in eval mode plus its config (image_size, base_filters, ...)."""
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Model in eval mode plus its config (encoder, image_size, ...); old and new checkpoints alike."""
     ckpt = load(path)
-    model = build_model(ckpt["config"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = build_model(ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: weights do not fit the recorded architecture ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, dict(ckpt["config"])
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from segmenter import checkpoint
-from segmenter.model import UNet, fold_batchnorm
+from segmenter.model import fold_batchnorm
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE, letterbox, normalize
 from segmenter.refine import upsample
 
@@ -66,9 +67,9 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 
 class Segmenter:
-    """A trained U-Net plus the pre/post-processing it was trained with."""
+    """A trained segmenter network plus the pre/post-processing it was trained with."""
 
-    def __init__(self, model: UNet, image_size: int = DEFAULT_IMAGE_SIZE, device: str | torch.device = "cpu",
+    def __init__(self, model: nn.Module, image_size: int = DEFAULT_IMAGE_SIZE, device: str | torch.device = "cpu",
                  amp: bool | None = None) -> None:
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
         self.model = fold_batchnorm(model).to(self.device)

@@ -1,21 +1,30 @@
-"""U-Net person/background segmenter.
+"""The person/background segmenters: a U-Net on a pretrained encoder, and the classic U-Net.
 
-Blocks are built by functions returning ``nn.Sequential`` so this module defines a single
-class: TorchServe's loader insists on one class per model file, and the handler can then
-load this same file that training uses.
+``build_model`` turns a checkpoint's recorded config into the network, so training, evaluation
+and the TorchServe handler build the same model from this one file.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from segmenter.efficientnet_lite import EfficientNetLite
+from segmenter.preprocess import MEAN, STD
+
 # Levels of a model whose checkpoint does not say (everything trained before depth was an option).
 DEFAULT_DEPTH = 4
+# "none": the classic U-Net trained from scratch (every checkpoint from before encoders were an option).
+NO_ENCODER = "none"
+ENCODERS = (NO_ENCODER, "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+# Decoder widths from the stride-32 features up to full resolution (the issue-14 trial's decoder).
+DEFAULT_DECODER_CHANNELS = (96, 64, 48, 32, 16)
 
 
 def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -62,11 +71,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        if pad_h or pad_w:
-            mode = "reflect" if h > pad_h and w > pad_w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = _pad_to_multiple(x, self.multiple)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
@@ -74,6 +79,80 @@ class UNet(nn.Module):
         for up, conv in zip(self.ups, self.up_convs, strict=True):
             y = conv(torch.cat([skips.pop(), up(y)], dim=1))
         return self.outc(y)[..., :h, :w]
+
+
+def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple of ``m``: reflection, so borders carry no artificial edge."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % m, (-w) % m
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if h > pad_h and w > pad_w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class EncoderUNet(nn.Module):
+    """A U-Net decoder on an ImageNet-pretrained EfficientNet-Lite encoder; one logit map per pixel.
+
+    Takes the same input as ``UNet`` (ImageNet mean/std normalisation, ``segmenter.preprocess``) and
+    maps it to the [-1, 1] range the Lite weights were trained on, so pre-processing stays one
+    definition for every model. Each decoder level doubles the size (nearest), joins the encoder's
+    feature of that stride and runs two conv-BN-ReLU; the last level has no skip (stride 1).
+    """
+
+    def __init__(self, encoder: str = "efficientnet-lite0",
+                 decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS, out_channels: int = 1) -> None:
+        super().__init__()
+        self.encoder = EfficientNetLite(encoder)
+        self.encoder_name = encoder
+        self.decoder_channels = tuple(int(c) for c in decoder_channels)
+        feats = self.encoder.feature_channels
+        if len(self.decoder_channels) != len(feats):
+            raise ValueError(f"decoder_channels needs {len(feats)} widths, got {len(self.decoder_channels)}")
+        skips = list(reversed(feats[:-1])) + [0]
+        ins = [feats[-1], *self.decoder_channels[:-1]]
+        self.decoder = nn.ModuleList(
+            _double_conv(i + s, o) for i, s, o in zip(ins, skips, self.decoder_channels, strict=True))
+        self.outc = nn.Conv2d(self.decoder_channels[-1], out_channels, 1)
+        # ImageNet-normalised x -> 2 * (x * std + mean) - 1
+        self.register_buffer("in_scale", 2 * torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_shift", (2 * torch.tensor(MEAN) - 1).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def multiple(self) -> int:
+        return 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = _pad_to_multiple(x, self.multiple) * self.in_scale.to(x.dtype) + self.in_shift.to(x.dtype)
+        feats = self.encoder(x)
+        y = feats.pop()
+        for block in self.decoder:
+            y = F.interpolate(y, scale_factor=2.0, mode="nearest")
+            if feats:
+                y = torch.cat([y, feats.pop()], dim=1)
+            y = block(y)
+        return self.outc(y)[..., :h, :w]
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """The network a checkpoint's config describes (random weights; the caller loads them)."""
+    encoder = str(config.get("encoder", NO_ENCODER))
+    if encoder == NO_ENCODER:
+        return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", DEFAULT_DEPTH)))
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r} (this version knows {', '.join(ENCODERS)})")
+    return EncoderUNet(encoder, config.get("decoder_channels", DEFAULT_DECODER_CHANNELS))
+
+
+def describe(config: dict[str, Any]) -> str:
+    """One line naming the architecture, for logs."""
+    encoder = str(config.get("encoder", NO_ENCODER))
+    if encoder == NO_ENCODER:
+        return (f"U-Net {config.get('base_filters', 32)} base filters, depth {config.get('depth', DEFAULT_DEPTH)}, "
+                "from scratch")
+    channels = "/".join(map(str, config.get("decoder_channels", DEFAULT_DECODER_CHANNELS)))
+    return f"U-Net decoder {channels} on {encoder} (ImageNet-pretrained)"
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -85,10 +164,16 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     caller's model (a training run's, between epochs) keeps its BatchNorm layers and mode.
     """
     folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if isinstance(seq, nn.Sequential):
-            for i in range(len(seq) - 1):
-                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                    seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
-                    seq[i + 1] = nn.Identity()
+    for module in folded.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+        # modules that name their conv/BN pairs (the EfficientNet-Lite blocks keep the pretrained key names)
+        for conv_name, bn_name in getattr(module, "CONV_BN", ()):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
     return folded

