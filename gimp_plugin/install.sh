@@ -7,12 +7,17 @@
 #   bash gimp_plugin/install.sh DIR...       # explicit plug-ins folders instead
 #
 # GIMP 3 runs a Python plug-in only from a folder named like the plug-in's file, with the file
-# executable; anything else is skipped silently. This script gets both right.
+# executable; anything else is skipped silently. This script gets both right. It also records this
+# project's folder next to the plug-in (replace_background_project.txt), so that the plug-in, with
+# every option at its default, talks to this project's server (`make serve`) with its key file.
 set -euo pipefail
 
 NAME=replace-background
-SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$NAME"
-FILES=("$NAME.py" replace_background_core.py)
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SRC="$HERE/$NAME"
+PROJECT="$(dirname "$HERE")"
+FILES=("$NAME.py" replace_background_core.py replace_background_contract.py)
+RECORD=replace_background_project.txt
 for f in "${FILES[@]}"; do
     [ -f "$SRC/$f" ] || { echo "install.sh: $SRC/$f is missing" >&2; exit 1; }
 done
@@ -44,8 +49,9 @@ for dir in "${plugin_dirs[@]}"; do
     for f in "${FILES[@]}"; do
         cp -f "$SRC/$f" "$dest/$f"
     done
+    printf '%s\n' "$PROJECT" > "$dest/$RECORD"
     chmod 755 "$dest" "$dest/$NAME.py"
-    chmod 644 "$dest/replace_background_core.py"
+    chmod 644 "$dest/replace_background_core.py" "$dest/replace_background_contract.py" "$dest/$RECORD"
     rm -rf "$dest/__pycache__"
     echo "installed: $dest/$NAME.py"
 done
@@ -61,6 +67,7 @@ Check that GIMP registered it (a broken plug-in is skipped silently):
       'from gi.repository import Gimp; print("registered:", Gimp.get_pdb().lookup_procedure("python-fu-replace-background") is not None)'
     (Flatpak: flatpak run --command=gimp-console-3.0 org.gimp.GIMP -i -d -f ... with the same arguments)
 
-The plug-in talks to the replace-background server (default http://127.0.0.1:8080): start it with
-\`make serve\`; its inference key is in serve/key_file.json (Key file option). See docs/GIMP.md.
+With every option at its default the plug-in uses this project's server, $PROJECT:
+start it with  cd $PROJECT && make serve  (the plug-in finds its address and key file, and renews
+expired keys by itself). For another server, set Server URL and Key file. See docs/GIMP.md.
 EOF

@@ -8,7 +8,10 @@
 Each input is sent as a multipart request (docs/API.md); results go to ``--out`` as
 ``<name>.png`` or ``<name>.jpg``. An existing file is never overwritten unless ``--overwrite``
 is given. One failing photo is reported and the others go on; the exit status is 1 if any
-failed. The inference key comes from ``--key`` or the server's key file (``serve/key_file.json``).
+failed. With no option, it talks to this project's server (``make serve``): the address and the
+key come from ``serve/`` (``server.json``, ``key_file.json``), and an expired or rotated key is
+renewed with the key file's API key and the request sent again, so a server left running all day
+keeps working. ``--url``/``--key``/``--key-file`` point it at another server.
 ``Client`` is the library half: tests and benchmarks use it.
 """
 
@@ -32,10 +35,12 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from handler import contract
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_MODEL = "person_segmenter"
-DEFAULT_KEY_FILE = REPO / "serve" / "key_file.json"
+DEFAULT_URL = contract.INFERENCE_URL
+DEFAULT_MODEL = contract.MODEL_NAME
+DEFAULT_KEY_FILE = REPO / contract.SERVE_FOLDER / contract.KEY_FILE_NAME
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -85,32 +90,51 @@ class Client:
     """
 
     def __init__(self, url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, key: str | None = None,
-                 key_file: str | Path | None = DEFAULT_KEY_FILE, timeout: float = 300.0) -> None:
+                 key_file: str | Path | None = DEFAULT_KEY_FILE, timeout: float = 300.0,
+                 management_url: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.key_file = Path(key_file) if key_file else None
+        self.typed_key = key is not None
         self._key = key
         self.timeout = timeout
+        self.management_url = management_url
         self._local = threading.local()
+        self._renewing = threading.Lock()
 
     @property
     def predictions_url(self) -> str:
-        return f"{self.url}/predictions/{self.model}"
+        return contract.predictions_url(self.url, self.model)
 
-    def key(self, reload: bool = False) -> str | None:
-        """The inference key: ``--key`` if given, else read from the key file (reread on demand)."""
-        if self._key is not None and not (reload and self.key_file):
+    def key(self) -> str | None:
+        """The inference key: ``--key`` if given, else the key file's (read once, then after each renewal)."""
+        if self._key is not None or self.key_file is None:
             return self._key
-        if self.key_file is None:
-            return None
         try:
-            self._key = json.loads(self.key_file.read_text())["inference"]["key"]
-        except FileNotFoundError:
-            raise ClientError(f"key file {self.key_file} not found: is the server running (`make serve`)? "
-                              "Or pass --key") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ClientError(f"cannot read the inference key from {self.key_file}: {exc}") from None
+            self._key = contract.key_of(contract.read_key_file(self.key_file), "inference", self.key_file)
+        except contract.KeyFileError as exc:
+            raise ClientError(f"{exc}: is the server running (`make serve`)? Or pass --key-file or --key") from None
         return self._key
+
+    def _renewed_key(self, refused: str | None) -> str | None:
+        """A working key after ``refused`` was refused, or None when there is no key file to renew from.
+
+        One thread renews at a time; a thread that finds the key already changed by another (or by
+        ``handler.serve rotate-key``) takes that key instead of making yet another, which would
+        invalidate the one the first thread is about to use.
+        """
+        if self.typed_key or self.key_file is None:
+            return None
+        with self._renewing:
+            if self._key is not None and self._key != refused:
+                return self._key
+            management = self.management_url or contract.management_url_for(self.key_file, self.url)
+            try:
+                self._key = contract.fresh_inference_key(self.key_file, refused or "", management)
+            except contract.KeyFileError as exc:
+                raise ClientError(f"the server refused the inference key and it could not be renewed: {exc}. "
+                                  "Check that --key-file belongs to the server at --url") from None
+            return self._key
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
@@ -149,8 +173,8 @@ class Client:
         if background_image is not None:
             files["background"] = _file_part(background_image, "background")
         fields = {k: v for k, v in data.items() if v is not None}
+        key = self.key()
         for attempt in (0, 1):
-            key = self.key(reload=attempt == 1)
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             deadline = _Deadline(self.timeout)
             try:
@@ -163,12 +187,14 @@ class Client:
                 raise self._failure(requests.Timeout(), deadline)
             if r.status_code == 200:
                 return Result(r.content, r.headers.get("Content-Type", ""), dict(r.headers))
-            if "InvalidKeyException" in r.text and attempt == 0 and self.key_file is not None:
-                continue  # the key may have been rotated since we read it: reread once
+            invalid_key = contract.is_invalid_key_answer(r.status_code, r.text)
+            if invalid_key and attempt == 0:
+                key = self._renewed_key(key)  # expired or rotated: renew from the key file, retry once
+                if key is not None:
+                    continue
             message = _error_message(r)
-            if "InvalidKeyException" in r.text:
-                message += ("\n  the inference key is wrong or expired (keys last 60 minutes): "
-                            "run `.venv/bin/python -m handler.serve rotate-key` or pass the right --key")
+            if invalid_key:
+                message += _key_hint(self.typed_key)
             raise ClientError(message, r.status_code)
         raise AssertionError("unreachable")
 
@@ -245,6 +271,16 @@ class _Deadline:
         self._timer.cancel()
         self._timer.join()  # a cut in progress ends before this thread sends its next request
         _IN_USE.pop(self._thread, None)
+
+
+def _key_hint(typed: bool) -> str:
+    """How to get past a refused key: the key file renews itself, a typed key does not."""
+    if typed:
+        return (f"\n  the key given with --key is wrong or expired (keys last {contract.KEY_LIFETIME_MIN} minutes): "
+                "leave --key out so the client reads the key file and renews the key itself, or pass the "
+                "current one (`.venv/bin/python -m handler.serve key`)")
+    return ("\n  the key file's inference key was refused even after a renewal: the key file belongs to "
+            "another server than --url (pass the matching --key-file), or pass --key")
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -339,24 +375,39 @@ def replace_backgrounds(client: Client, inputs: Sequence[Path], out_dir: Path, *
     return summary
 
 
+def _server_of(args: argparse.Namespace) -> tuple[str, str]:
+    """(inference URL, model): as given, else as ``handler.serve`` recorded them beside the key file,
+    so the client follows a server started on other ports or with another model without options."""
+    state = {} if args.url or args.key else contract.server_state(args.key_file)
+    url = args.url or state.get("inference_url") or DEFAULT_URL
+    model = args.model or (state.get("model_name") if not args.url else None) or DEFAULT_MODEL
+    return url, model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
-    p.add_argument("--mode", default="composite", choices=["composite", "cutout", "mask"])
+    p.add_argument("--mode", default="composite", choices=list(contract.MODES))
     p.add_argument("--background", default=None,
                    help="#RRGGBB, blur, transparent, or an image file to put behind the person (default white)")
-    p.add_argument("--format", choices=["png", "jpeg"], help="output format (jpeg only for composites)")
-    p.add_argument("--refine", choices=["guided", "bilinear"], help="edge refinement (default guided)")
-    p.add_argument("--tta", choices=["none", "flip"],
+    p.add_argument("--format", choices=list(contract.FORMATS), help="output format (jpeg only for composites)")
+    p.add_argument("--refine", choices=list(contract.REFINE_METHODS), help="edge refinement (default guided)")
+    p.add_argument("--tta", choices=list(contract.TTA_MODES),
                    help="flip: also segment the mirrored photo and average (more accurate, slower; default none)")
     p.add_argument("--blur-radius", type=float, help="background blur radius in pixels")
     p.add_argument("--quality", type=int, help="JPEG quality 1-100")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"inference address (default {DEFAULT_URL})")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--key", help="inference key (default: read from --key-file)")
-    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
+    p.add_argument("--url", help="inference address (default: the one recorded beside --key-file, "
+                   f"else {DEFAULT_URL})")
+    p.add_argument("--model", help="model name (default: the served one recorded beside --key-file, "
+                   f"else {DEFAULT_MODEL})")
+    p.add_argument("--key", help="inference key; not renewed when it expires (default: read from --key-file)")
+    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+                   help="TorchServe's key file; its API key renews an expired inference key "
+                   "(default: serve/key_file.json)")
+    p.add_argument("--management-url", help="management address, for renewing keys (default: the one recorded "
+                   "beside --key-file, else the inference port + 1)")
     p.add_argument("--jobs", type=int, default=2, help="requests in flight (default 2)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request, upload to answer")
     args = p.parse_args(argv)
@@ -375,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not inputs:
         print("client: error: no images found in the given folders", file=sys.stderr)
         return 2
-    client = Client(args.url, args.model, args.key, None if args.key else args.key_file, args.timeout)
+    client = Client(*_server_of(args), args.key, None if args.key else args.key_file, args.timeout,
+                    args.management_url)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

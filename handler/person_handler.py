@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
     if os.path.isdir(os.path.join(_p, "segmenter")) and _p not in sys.path:
         sys.path.insert(0, _p)
 
+from handler.contract import MODEL_NAME, default_blur_radius  # noqa: E402
 from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
 from segmenter import checkpoint, imaging  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
@@ -37,6 +39,17 @@ from segmenter.refine import upsample  # noqa: E402
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "weights.pt"
+# TorchServe marks the requests of its other entry points with these headers (value "True"):
+# ``POST /explanations/<model>`` ("explain") and ``GET /models/<model>?customized=true`` ("describe").
+# BaseHandler would send them to Captum's ``get_insights`` and to an empty ``describe_handle``; this
+# model has neither, so they are answered like any other request it cannot serve.
+UNSUPPORTED_ROUTES = {
+    "explain": f"explanations are not supported by this model; POST the photo to /predictions/{MODEL_NAME} "
+               "for a mask, cut-out or composite (docs/API.md)",
+    "describe": "a customized description is not supported by this model; GET /models/<name> without "
+                "customized=true describes it, and docs/API.md lists what it accepts",
+}
+UNSUPPORTED_STATUS = 400
 THREADS_ENV = "SEGMENTER_TORCH_THREADS"
 
 
@@ -102,10 +115,29 @@ class PersonSegmenterHandler(BaseHandler):
         logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s",
                     device, self.segmenter.image_size, threads, self.segmenter.amp)
 
+    def handle(self, data: list[Any], context: Any) -> list[bytes]:
+        """Every request of the batch, whatever TorchServe route it came by, through the same three steps.
+
+        ``BaseHandler.handle`` branches on the first request's headers to Captum explanations and a
+        describe hook this model does not have: an explanation request made the worker raise
+        (``AttributeError: get_insights``) and TorchServe answered 503. Here ``preprocess`` turns such
+        a request into its own 400, like any other request the handler cannot serve.
+        """
+        start = time.time()
+        self.context = context
+        out = self.postprocess(self.inference(self.preprocess(data)))
+        context.metrics.add_time("HandlerTime", round((time.time() - start) * 1000, 2), None, "ms")
+        return out
+
     def preprocess(self, data: list[Any]) -> list[Job | Failure]:
         """Parse and decode every request; a bad one becomes a ``Failure`` for its index only."""
         jobs: list[Job | Failure] = []
         for idx, row in enumerate(data):
+            route = next((name for name in UNSUPPORTED_ROUTES if self.context.get_request_header(idx, name) == "True"),
+                         None)
+            if route is not None:
+                jobs.append(Failure(UNSUPPORTED_STATUS, UNSUPPORTED_ROUTES[route]))
+                continue
             try:
                 req = parse_request(row, _header_getter(self.context, idx))
                 image = imaging.decode_image(req.image)
@@ -188,7 +220,7 @@ def render(job: Job) -> bytes:
         assert job.background is not None
         background: Image.Image | tuple[int, int, int] = imaging.cover(job.background, image.size)
     elif opts.background == "blur":
-        background = imaging.blurred(image, opts.blur_radius)
+        background = imaging.blurred(image, opts.blur_radius or default_blur_radius(*image.size))
     else:
         background = opts.background  # an RGB tuple
     result = imaging.composite(image, mask, background)

@@ -19,36 +19,32 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from handler.contract import (
+    BACKGROUND_KEYWORDS,
+    BLUR_RADIUS_RANGE,
+    DEFAULT_BACKGROUND,
+    DEFAULT_QUALITY,
+    FORMATS,
+    IMAGE_FIELD,
+    MAX_OPTION_LENGTH,
+    MODES,
+    OPTION_HEADERS,
+    QUALITY_RANGE,
+    REFINE_METHODS,
+    TTA_MODES,
+)
 from segmenter.imaging import parse_color
-from segmenter.inference import TTA_MODES
-from segmenter.refine import METHODS as REFINE_METHODS
 
-MODES = ("mask", "cutout", "composite")
-FORMATS = ("png", "jpeg")
-BACKGROUND_KEYWORDS = ("blur", "transparent")
-DEFAULT_COLOR = (255, 255, 255)
-BLUR_RADIUS_RANGE = (1.0, 200.0)
-QUALITY_RANGE = (1, 100)
-DEFAULT_QUALITY = 92
-
-# Option name (multipart field) -> header name. Fields win over headers when both are sent.
-OPTION_HEADERS = {
-    "mode": "X-Mode",
-    "background": "X-Background",
-    "format": "X-Format",
-    "blur_radius": "X-Blur-Radius",
-    "refine": "X-Refine",
-    "quality": "X-Quality",
-    "tta": "X-TTA",
-}
-IMAGE_FIELDS = ("image",)
+# The option names, values and limits are the HTTP contract (handler/contract.py, shared with the
+# client and the GIMP plug-in); this module only parses a request against it.
+DEFAULT_COLOR = parse_color(DEFAULT_BACKGROUND)
+IMAGE_FIELDS = (IMAGE_FIELD,)
 RAW_BODY_KEYS = ("body", "data")
 KNOWN_FIELDS = frozenset(IMAGE_FIELDS) | frozenset(OPTION_HEADERS)
 # Option values are short words, colours or numbers, so a longer value is refused before it is
 # parsed or echoed. TorchServe sends an error message as the HTTP reason phrase too: echoed whole,
 # a 1 MB ``mode`` field became a 1 MB status line that clients could not read (connection aborted
 # instead of a 400). For the same reason, errors quote at most ``_QUOTE_CHARS`` of any value.
-MAX_OPTION_LENGTH = 64
 _QUOTE_CHARS = 40
 _MAX_NAMES_LISTED = 5
 _PRINTABLE = re.compile(rb"^[\x20-\x7e\t\r\n]*$")

@@ -34,13 +34,15 @@ from urllib.parse import urlparse
 
 import requests
 
+from handler import contract
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config.properties"
-DEFAULT_WORKDIR = REPO / "serve"
+DEFAULT_WORKDIR = REPO / contract.SERVE_FOLDER
 DEFAULT_MODEL_STORE = REPO / "model_store"
-DEFAULT_MODEL = "person_segmenter"
-STATE_NAME = "server.json"
-KEY_FILE_NAME = "key_file.json"
+DEFAULT_MODEL = contract.MODEL_NAME
+STATE_NAME = contract.SERVER_STATE_NAME  # clients read it to find this instance's URLs (contract.server_state)
+KEY_FILE_NAME = contract.KEY_FILE_NAME
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 # TorchServe's own defaults, used when config.properties does not name a port.
@@ -114,7 +116,7 @@ def _port_in_use(port: int) -> bool:
 
 def read_keys(key_file: str | Path) -> dict:
     """The parsed key file: ``{"management": {"key", "expiration time"}, "inference": {...}, "API": {...}}``."""
-    return json.loads(Path(key_file).read_text())
+    return contract.read_key_file(key_file)
 
 
 @dataclass
@@ -143,19 +145,19 @@ class Server:
 
     @property
     def inference_key(self) -> str:
-        return read_keys(self.key_file)["inference"]["key"]
+        return contract.key_of(read_keys(self.key_file), "inference", self.key_file)
 
     @property
     def management_key(self) -> str:
-        return read_keys(self.key_file)["management"]["key"]
+        return contract.key_of(read_keys(self.key_file), "management", self.key_file)
 
     @property
     def api_key(self) -> str:
-        return read_keys(self.key_file)["API"]["key"]
+        return contract.key_of(read_keys(self.key_file), "API", self.key_file)
 
     @property
     def predictions_url(self) -> str:
-        return f"{self.inference_url}/predictions/{self.model_name}"
+        return contract.predictions_url(self.inference_url, self.model_name)
 
     def auth(self, kind: str = "inference") -> dict[str, str]:
         """The ``Authorization`` header for ``inference``, ``management`` or ``API`` calls."""
@@ -330,7 +332,7 @@ def wait_ready(server: Server, model_name: str | None, timeout: float = READY_TI
                     if workers and all(w.get("status") == "READY" for w in workers) \
                             and len(workers) >= int(description.get("minWorkers", 1)):
                         return description
-            except (requests.RequestException, ValueError, KeyError, IndexError):
+            except (requests.RequestException, contract.KeyFileError, ValueError, KeyError, IndexError):
                 pass
         if time.monotonic() > deadline:
             state = json.dumps(description.get("workers")) if description else "model not registered"
@@ -402,7 +404,7 @@ def _expiry(server: Server, kind: str = "inference") -> str:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         left = (when - datetime.now(timezone.utc)).total_seconds() / 60
         return f"{when:%H:%M:%S} UTC ({left:.0f} min from now)" if left > 0 else f"{when:%H:%M:%S} UTC (EXPIRED)"
-    except (OSError, KeyError, ValueError):
+    except (contract.KeyFileError, KeyError, TypeError, ValueError):
         return "unknown"
 
 
@@ -481,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  headers=server.auth("management"), timeout=10)
                 workers = [w.get("status") for w in r.json()[0].get("workers", [])] if r.ok else r.text.strip()
                 print(f"{prog}: running (pid {server.pid}); workers: {workers}\n{_describe(server)}")
-    except (ServeError, OSError, requests.RequestException) as exc:
+    except (ServeError, contract.KeyFileError, OSError, requests.RequestException) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0

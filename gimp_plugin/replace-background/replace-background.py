@@ -90,11 +90,13 @@ class Options:
                     f"Key file {key_file.get_uri()} is not a local file. "
                     "Fix: choose the key_file.json on this computer."
                 )
-        key = core.resolve_key(config.get_property("inference-key"), key_path)
-        server = core.ServerSettings(
-            url=(config.get_property("server-url") or "").strip(),
-            model=(config.get_property("model-name") or "").strip(),
-            key=key,
+        # Options left at their defaults mean this project's own server, found through install.sh's record.
+        server = core.resolve_server(
+            config.get_property("server-url"),
+            config.get_property("model-name"),
+            config.get_property("inference-key"),
+            key_path,
+            project=core.project_folder(_HERE),
             timeout=float(config.get_property("timeout")),
             tta="flip" if config.get_property("mirror-pass") else "none",
         )
@@ -330,7 +332,7 @@ def prepare_background(
         Gimp.Selection.none(dup)
         if copy.get_mask() is not None:
             copy.remove_mask(Gimp.MaskApplyMode.DISCARD)
-        radius = opts.blur_radius or max(1.0, 0.02 * (w * w + h * h) ** 0.5)  # the server's default
+        radius = opts.blur_radius or core.default_blur_radius(w, h)  # the server's default (the shared contract)
         _apply_gegl(copy, "gegl:gaussian-blur", std_dev_x=radius, std_dev_y=radius)
         return copy
     return None
@@ -612,10 +614,13 @@ class ReplaceBackground(Gimp.PlugIn):
         procedure.add_string_argument("server-url", "Ser_ver URL", "TorchServe inference address", core.DEFAULT_URL, rw)
         procedure.add_string_argument("model-name", "_Model name", "Served model name", core.DEFAULT_MODEL, rw)
         procedure.add_string_argument(
-            "inference-key", "Inference _key", "TorchServe inference key (empty: use Key file, or none)", "", rw
+            "inference-key", "Inference _key",
+            "TorchServe inference key; not renewed when it expires (empty: Key file, or this project's key)", "", rw,
         )
         procedure.add_file_argument(
-            "key-file", "Key _file", "TorchServe key_file.json; its inference key is used when Inference key is empty",
+            "key-file", "Key _file",
+            "TorchServe key_file.json of another server (empty: this project's serve/key_file.json); "
+            "expired keys are renewed from it",
             Gimp.FileChooserAction.OPEN, True, None, rw,
         )
         procedure.add_int_argument("timeout", "_Timeout (s)", "Seconds to wait for the server", 1, 3600, 120, rw)

@@ -1,9 +1,12 @@
 """Standard-library half of the Replace Background GIMP plug-in: PNG, HTTP, error messages.
 
 This module must not import ``gi``: it holds everything that can be tested with a plain
-Python (``tests/gimp/test_plugin_core.py``), while ``replace-background.py`` next to it does
+Python (``tests/gimp/test_gimp_plugin_core.py``), while ``replace-background.py`` next to it does
 the GIMP work. Only the standard library is used, because the plug-in runs inside GIMP's own
 bundled Python on Linux, Windows, macOS and Flatpak, where numpy or requests are not there.
+What the server accepts and how keys are read and renewed is ``replace_background_contract.py``
+next to this file: a copy of the project's ``handler/contract.py``, which the server and the
+batch client import (a test keeps the two identical).
 
 Every failure a user can meet is raised as ``PluginError`` whose text names the cause *and*
 the fix: the plug-in shows that text in GIMP's error dialog (or returns it to a script as the
@@ -12,9 +15,12 @@ procedure's error), so a message like "HTTP Error 400" alone is a bug here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.error
@@ -25,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from typing import TypeVar
+
+import replace_background_contract as contract
 
 try:  # a stripped-down bundled Python may lack ssl; plain http:// must still work then
     import ssl
@@ -47,23 +55,28 @@ __all__ = [
     "explain_url_error",
     "inspect_png",
     "predictions_url",
+    "project_folder",
     "read_key_file",
     "request_mask",
     "resolve_key",
+    "resolve_server",
     "run_with_deadline",
 ]
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_MODEL = "person_segmenter"
+DEFAULT_URL = contract.INFERENCE_URL
+DEFAULT_MODEL = contract.MODEL_NAME
 # The server's limits (docs/API.md): refuse up front instead of uploading 200 MB for a 413.
-MAX_PIXELS = 64_000_000
-MIN_SIDE = 16
+MAX_PIXELS = contract.MAX_PIXELS
+MIN_SIDE = contract.MIN_SIDE
+default_blur_radius = contract.default_blur_radius
+# install.sh writes the project folder it was run from into this file next to the plug-in, so the
+# plug-in finds that project's server (serve/server.json) and key (serve/key_file.json) by itself.
+PROJECT_RECORD = "replace_background_project.txt"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
 _IDAT_CHUNK = 1 << 23  # split IDAT every 8 MiB: some decoders dislike giant chunks
 _ERROR_BODY_LIMIT = 64 * 1024
-_START_HINT = "start it (`make serve` in the replace-background project folder)"
 
 
 class PluginError(Exception):
@@ -256,7 +269,7 @@ def check_layer_size(width: int, height: int) -> None:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Where and how to ask for a mask; ``key`` is already resolved (typed or read from the key file)."""
+    """Where and how to ask for a mask; ``key`` is already resolved (typed, or read from ``key_file``)."""
 
     url: str = DEFAULT_URL
     model: str = DEFAULT_MODEL
@@ -265,6 +278,12 @@ class ServerSettings:
     # "flip": the server also segments the mirrored layer and averages (docs/API.md, option tta);
     # servers older than the option ignore the header, so asking is always safe.
     tta: str = "none"
+    # The key file ``key`` came from: on an expired key its API key makes a new one. Empty for a
+    # typed key (nothing to renew it with) and for no key.
+    key_file: str = ""
+    management_url: str = ""
+    # This project's folder when known (install.sh's record): messages name the command that starts it.
+    project: str = ""
 
 
 def predictions_url(base_url: str, model: str) -> str:
@@ -280,39 +299,45 @@ def predictions_url(base_url: str, model: str) -> str:
             f"Fix: enter the server's inference address, e.g. {DEFAULT_URL}."
         )
     model = (model or "").strip()
-    if "/predictions/" in parts.path:
-        return base
-    if not model:
+    if not model and "/predictions/" not in parts.path:
         raise PluginError(f"Model name is empty. Fix: enter the served model's name (default {DEFAULT_MODEL}).")
-    return base.rstrip("/") + "/predictions/" + urllib.parse.quote(model, safe="")
+    return contract.predictions_url(base, model)
+
+
+def project_folder(plugin_dir: str) -> str:
+    """The replace-background project this plug-in belongs to, or "" when it cannot tell.
+
+    ``install.sh`` records the folder it was run from; a plug-in used straight from a checkout
+    (Preferences > Folders > Plug-ins = ``<project>/gimp_plugin``) sits two levels under it.
+    """
+    try:
+        with open(os.path.join(plugin_dir, PROJECT_RECORD), encoding="utf-8") as fh:
+            recorded = fh.readline().strip()
+        if recorded:
+            return recorded
+    except OSError:
+        pass
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(plugin_dir)))
+    if os.path.isfile(os.path.join(checkout, "handler", "contract.py")):
+        return checkout
+    return ""
+
+
+_KEY_FILE_FIX = (
+    f"Fix: point Key file at the server's {contract.KEY_FILE_NAME} (TorchServe writes it into the folder it "
+    f"runs from, serve/{contract.KEY_FILE_NAME} for `make serve`), or type the inference key instead."
+)
 
 
 def read_key_file(path: str) -> str:
     """Return the ``"inference"."key"`` of a TorchServe ``key_file.json``."""
-    where = (
-        "TorchServe writes it into the folder it was started from, serve/key_file.json for `make serve`, "
-        "and rewrites it when it restarts"
-    )
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        raise PluginError(
-            f"The key file {path} does not exist. Fix: point Key file at the server's key_file.json ({where}), "
-            "or type the inference key instead."
-        ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PluginError(
-            f"The key file {path} cannot be read as JSON ({exc}). Fix: point Key file at TorchServe's "
-            f"key_file.json ({where})."
-        ) from None
-    key = doc.get("inference", {}).get("key") if isinstance(doc, dict) else None
-    if not isinstance(key, str) or not key.strip():
-        raise PluginError(
-            f'The key file {path} has no "inference" -> "key" entry. Fix: point Key file at TorchServe\'s '
-            f"key_file.json ({where})."
-        )
-    return key.strip()
+        return contract.key_of(contract.read_key_file(path), "inference", path)
+    except contract.KeyFileError as exc:
+        text = str(exc)
+        if "is not TorchServe's key file" in text:
+            text = text.replace("is not TorchServe's key file", "cannot be read as JSON")
+        raise PluginError(f"{text[0].upper()}{text[1:]}. {_KEY_FILE_FIX}") from None
 
 
 def resolve_key(typed_key: str, key_file: str | None) -> str:
@@ -323,6 +348,46 @@ def resolve_key(typed_key: str, key_file: str | None) -> str:
     if key_file:
         return read_key_file(key_file)
     return ""
+
+
+def resolve_server(url: str, model: str, typed_key: str, key_file: str | None, project: str = "",
+                   timeout: float = 120.0, tta: str = "none") -> ServerSettings:
+    """The settings a run uses: the options as given, and for options left at their defaults, this
+    project's running server (``project``/serve: its address, model and key file).
+
+    A typed key wins and is used as it is. A chosen Key file is read, and renewed from when it
+    expires. With neither, the project's own key file is used when the server has written it.
+    """
+    url, model = (url or "").strip(), (model or "").strip()
+    typed_key = (typed_key or "").strip()
+    found = ""
+    if not typed_key and not key_file and project:
+        candidate = os.path.join(project, contract.SERVE_FOLDER, contract.KEY_FILE_NAME)
+        found = candidate if os.path.isfile(candidate) else ""
+        state = contract.server_state(candidate) if found else {}
+        if url.rstrip("/") == DEFAULT_URL and model == DEFAULT_MODEL:
+            url, model = state.get("inference_url", url), state.get("model_name", model)
+    source = "" if typed_key else (key_file or found)
+    key = resolve_key(typed_key, source or None)
+    management = contract.management_url_for(source, url) if source and url.startswith("http") else ""
+    return ServerSettings(url=url, model=model, key=key, timeout=timeout, tta=tta, key_file=source,
+                          management_url=management, project=project)
+
+
+def renewed(settings: ServerSettings) -> ServerSettings | None:
+    """``settings`` with a working key after the server refused ``settings.key``, or None when the key
+    was typed (nothing to renew it with). TorchServe's keys expire; the key file's API key does not."""
+    if not settings.key_file:
+        return None
+    management = settings.management_url or contract.management_url_for(settings.key_file, settings.url)
+    try:
+        key = contract.fresh_inference_key(settings.key_file, settings.key, management, min(settings.timeout, 30.0))
+    except contract.KeyFileError as exc:
+        raise PluginError(
+            f"The server refused the inference key from {settings.key_file} and a new one could not be made: "
+            f"{exc}. Fix: check that Key file and Server URL belong to the same server, or type the key."
+        ) from None
+    return dataclasses.replace(settings, key=key)
 
 
 def build_mask_request(settings: ServerSettings, png: bytes) -> urllib.request.Request:
@@ -360,6 +425,40 @@ def _error_fields(body: bytes) -> tuple[str, str]:
     return kind, _short(str(msg))
 
 
+def _key_message(said: str, settings: ServerSettings) -> str:
+    """Why the server refused the key, by where the key came from, and what to do about it."""
+    project_keys = os.path.join(settings.project, contract.SERVE_FOLDER, contract.KEY_FILE_NAME)
+    key_cmd = ".venv/bin/python -m handler.serve key"
+    if settings.project:
+        key_cmd = f"cd {settings.project} && {key_cmd}"
+    if not settings.key:
+        where = ""
+        if settings.project:
+            where = (
+                f" This project's key file {project_keys} does not exist or cannot be read: the server at "
+                f"{settings.url} was started elsewhere, or a Flatpak GIMP may not read it (allow it with "
+                f"`flatpak override --user --filesystem={os.path.dirname(project_keys)}:ro org.gimp.GIMP`)."
+            )
+        return (
+            f"The server requires an inference key and none was given ({said}).{where} Fix: point Key file at "
+            "the server's key_file.json (serve/key_file.json for `make serve`), or type its \"inference\" key "
+            "into Inference key."
+        )
+    if settings.key_file:
+        return (
+            f"The server rejected the inference key from {settings.key_file} even after renewing it ({said}): "
+            f"that key file belongs to another server than {settings.url}. Fix: choose the key_file.json of "
+            "the server at Server URL, or correct Server URL."
+        )
+    return (
+        f"The server rejected the inference key typed in Inference key ({said}): it is wrong or expired "
+        f"(keys expire after {contract.KEY_LIFETIME_MIN} minutes and change when the server restarts), and a "
+        "typed key cannot be renewed. Fix: clear Inference key, so that the plug-in reads the server's "
+        "key_file.json and renews the key itself (choose Key file for a server outside this project); or type "
+        f"the current key, printed by `{key_cmd}`."
+    )
+
+
 def explain_http_error(status: int, body: bytes, settings: ServerSettings) -> str:
     """Turn a non-2xx answer into a message with cause and fix."""
     kind, msg = _error_fields(body)
@@ -367,18 +466,7 @@ def explain_http_error(status: int, body: bytes, settings: ServerSettings) -> st
     said = f"{status} {kind + ': ' if kind else ''}{msg}".strip()
     key_words = ("invalidkey", "token", "authoriz", "unauthori")
     if status in (400, 401, 403) and any(w in (kind + " " + msg).lower() for w in key_words):
-        if not settings.key:
-            return (
-                f"The server requires an inference key and none was given ({said}). Fix: type the "
-                '"inference" key from TorchServe\'s key_file.json (serve/key_file.json for `make serve`) into '
-                "Inference key, or point Key file at that file."
-            )
-        return (
-            f"The server rejected the inference key ({said}). Fix: point Key file at the server's key_file.json "
-            "(serve/key_file.json for `make serve`), which always holds the current key, or copy its "
-            "\"inference\" key into Inference key. Keys change when the server restarts and expire after 60 "
-            "minutes by default: renew with `.venv/bin/python -m handler.serve rotate-key`."
-        )
+        return _key_message(said, settings)
     if status == 404:
         return (
             f"The server at {settings.url} has no model {settings.model!r} ({said}). Fix: set Model name to "
@@ -423,10 +511,11 @@ def explain_url_error(exc: BaseException, settings: ServerSettings) -> str:
     """Turn a connection-level failure (no HTTP status) into a message with cause and fix."""
     reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     url = settings.url
+    start = f"start it with `{contract.start_command(settings.project)}`"
     if isinstance(reason, ConnectionRefusedError):
         return (
             f"Cannot reach the Replace Background server at {url}: connection refused (no server is "
-            f"listening there). Fix: {_START_HINT}, or correct Server URL."
+            f"listening there). Fix: {start}, or correct Server URL."
         )
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return timeout_message(settings)
@@ -443,7 +532,7 @@ def explain_url_error(exc: BaseException, settings: ServerSettings) -> str:
             "check that Server URL is this project's TorchServe (very large layers may exceed its "
             "max_request_size)."
         )
-    return f"Cannot reach the Replace Background server at {url} ({reason}). Fix: {_START_HINT} and check Server URL."
+    return f"Cannot reach the Replace Background server at {url} ({reason}). Fix: {start} and check Server URL."
 
 
 def timeout_message(settings: ServerSettings) -> str:
@@ -457,9 +546,41 @@ def timeout_message(settings: ServerSettings) -> str:
 def request_mask(settings: ServerSettings, png: bytes) -> bytes:
     """POST the PNG and return the answer body, or raise ``PluginError`` with cause and fix.
 
-    Proxies from the environment are deliberately ignored: the photo goes to the server the user
-    named and nowhere else (and an ``http_proxy`` would break a 127.0.0.1 server anyway).
+    A key from a key file that the server refuses (expired after ``token_expiration_min``, or
+    rotated) is renewed with the file's API key and the request sent once more, so a server that
+    has run all day still works with no user action. Proxies from the environment are deliberately
+    ignored: the photo goes to the server the user named and nowhere else (and an ``http_proxy``
+    would break a 127.0.0.1 server anyway).
     """
+    try:
+        return _post_mask(settings, png)
+    except _RefusedKey as refused:
+        fresh = renewed(settings)
+        if fresh is None:
+            raise PluginError(refused.message) from None
+        _log_renewal(settings)
+    try:
+        return _post_mask(fresh, png)
+    except _RefusedKey as refused:
+        raise PluginError(refused.message) from None
+
+
+class _RefusedKey(Exception):
+    """The server refused the key (TorchServe's ``InvalidKeyException``); ``message`` explains it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _log_renewal(settings: ServerSettings) -> None:
+    print(f"[replace-background] the inference key was refused (expired or rotated); renewed it through "
+          f"{settings.management_url or 'the management API'} with the API key of {settings.key_file}",
+          file=sys.stderr, flush=True)
+
+
+def _post_mask(settings: ServerSettings, png: bytes) -> bytes:
+    """One POST of the mask request; ``_RefusedKey`` for a refused key, ``PluginError`` for the rest."""
     request = build_mask_request(settings, png)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -471,7 +592,10 @@ def request_mask(settings: ServerSettings, png: bytes) -> bytes:
             err_body = exc.read(_ERROR_BODY_LIMIT)
         except (OSError, HTTPException):
             err_body = b""
-        raise PluginError(explain_http_error(exc.code, err_body, settings)) from None
+        message = explain_http_error(exc.code, err_body, settings)
+        if contract.is_invalid_key_answer(exc.code, err_body):
+            raise _RefusedKey(message) from None
+        raise PluginError(message) from None
     except (urllib.error.URLError, OSError, HTTPException) as exc:
         raise PluginError(explain_url_error(exc, settings)) from None
     if not body.startswith(PNG_SIGNATURE):

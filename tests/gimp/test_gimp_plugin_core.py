@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 PLUGIN_MAIN = PLUGIN_DIR / "replace-background.py"
+HELPERS = (PLUGIN_DIR / "replace_background_core.py", PLUGIN_DIR / "replace_background_contract.py")
 
 
 def _png(img: Image.Image, **kw: object) -> bytes:
@@ -53,11 +54,12 @@ def test_plugin_layout_is_what_gimp_needs() -> None:
     assert PLUGIN_MAIN.name == PLUGIN_DIR.name + ".py"
     assert os.access(PLUGIN_MAIN, os.X_OK), "replace-background.py must be executable (git mode 100755)"
     assert PLUGIN_MAIN.read_text().startswith("#!/usr/bin/env python3\n")
-    for path in (PLUGIN_MAIN, PLUGIN_DIR / "replace_background_core.py"):
+    for path in (PLUGIN_MAIN, *HELPERS):
         compile(path.read_text(), str(path), "exec")  # a syntax error would only show on GIMP's stderr
-    # the helper must not be picked up as a second plug-in, nor need gi
-    assert not os.access(PLUGIN_DIR / "replace_background_core.py", os.X_OK)
-    assert "import gi" not in (PLUGIN_DIR / "replace_background_core.py").read_text()
+    # the helpers must not be picked up as more plug-ins, nor need gi
+    for helper in HELPERS:
+        assert not os.access(helper, os.X_OK), helper
+        assert "import gi" not in helper.read_text()
 
 
 def test_plugin_uses_only_the_standard_library() -> None:
@@ -65,8 +67,8 @@ def test_plugin_uses_only_the_standard_library() -> None:
     import ast
     import sys
 
-    allowed = set(sys.stdlib_module_names) | {"gi", "replace_background_core"}
-    for path in (PLUGIN_MAIN, PLUGIN_DIR / "replace_background_core.py"):
+    allowed = set(sys.stdlib_module_names) | {"gi"} | {h.stem for h in HELPERS}
+    for path in (PLUGIN_MAIN, *HELPERS):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

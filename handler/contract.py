@@ -1,0 +1,203 @@
+"""The HTTP contract between the server, the client and the GIMP plug-in, in one place (docs/API.md).
+
+What a request may say (model name, modes, backgrounds, formats, limits, the default blur radius)
+and how a client finds and renews its key are written here once. The server side
+(``handler/request.py``, ``handler/person_handler.py``, ``handler/serve.py``) and the batch client
+(``handler/client.py``) import this module; the GIMP plug-in, which runs in GIMP's own Python and
+cannot import this project, carries a byte-identical copy,
+``gimp_plugin/replace-background/replace_background_contract.py``. ``tests/handler/test_contract.py``
+fails when the copy differs (refresh it with ``make plugin-contract``), so the two cannot drift.
+
+Hence the rules of this file: the standard library only, no import from this project, nothing that
+needs a package's state. Adding a request option means adding it to ``OPTION_HEADERS`` (and, when it
+has a fixed set of values, a tuple of them below); ``handler/request.py`` validates it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.client import HTTPException
+
+# --- where the server is ---------------------------------------------------------------------------
+
+MODEL_NAME = "person_segmenter"
+INFERENCE_URL = "http://127.0.0.1:8080"  # config.properties' inference_address, what `make serve` uses
+PREDICTIONS_PATH = "/predictions/"
+KEY_FILE_NAME = "key_file.json"  # TorchServe writes it into the folder it runs from (serve/ for `make serve`)
+SERVER_STATE_NAME = "server.json"  # handler/serve.py writes it next to the key file: URLs, model, pid
+SERVE_FOLDER = "serve"  # `make serve`'s instance folder, relative to the project folder
+START_COMMAND = "make serve"
+
+# --- what a request may say ------------------------------------------------------------------------
+
+MODES = ("mask", "cutout", "composite")
+FORMATS = ("png", "jpeg")
+BACKGROUND_KEYWORDS = ("blur", "transparent")
+DEFAULT_BACKGROUND = "#FFFFFF"
+REFINE_METHODS = ("guided", "bilinear")  # segmenter.refine.METHODS (a test holds them equal)
+TTA_MODES = ("none", "flip")  # segmenter.inference.TTA_MODES (a test holds them equal)
+BLUR_RADIUS_RANGE = (1.0, 200.0)
+BLUR_RADIUS_FRACTION = 0.02  # default blur radius: 2% of the image diagonal ...
+BLUR_RADIUS_FLOOR = 2.0  # ... and never under 2 px
+QUALITY_RANGE = (1, 100)
+DEFAULT_QUALITY = 92
+# Option name (multipart field) -> header name. Fields win over headers when both are sent.
+# A new option is one more entry here (and its parsing in handler/request.py's parse_options).
+OPTION_HEADERS = {
+    "mode": "X-Mode",
+    "background": "X-Background",
+    "format": "X-Format",
+    "blur_radius": "X-Blur-Radius",
+    "refine": "X-Refine",
+    "quality": "X-Quality",
+    "tta": "X-TTA",
+    "matting": "X-Matting",
+}
+IMAGE_FIELD = "image"
+BACKGROUND_FIELD = "background"  # multipart: a colour/keyword as text, or an image file
+MAX_OPTION_LENGTH = 64  # characters of one option value
+MAX_PIXELS = 64_000_000  # photo or background, checked from the header before decoding
+MIN_SIDE = 16  # pixels, both sides of the photo
+
+# --- TorchServe's answers ----------------------------------------------------------------------------
+
+INVALID_KEY_TYPE = "InvalidKeyException"  # TorchServe's 400 for a missing, wrong or expired key
+KEY_LIFETIME_MIN = 60  # config.properties' token_expiration_min
+
+
+def default_blur_radius(width: int, height: int) -> float:
+    """The blur radius a ``blur`` background gets when the request names none.
+
+    The server and the plug-in (which blurs in GIMP) both call this, so a blurred background looks
+    the same whichever of them made it.
+    """
+    return max(BLUR_RADIUS_FLOOR, BLUR_RADIUS_FRACTION * math.hypot(width, height))
+
+
+def predictions_url(base_url: str, model: str = MODEL_NAME) -> str:
+    """``http://host:port`` and a model name -> the URL to POST photos to; a full
+    ``.../predictions/NAME`` URL is kept as it is, because users paste the one from docs/API.md."""
+    base = base_url.strip()
+    if PREDICTIONS_PATH in urllib.parse.urlsplit(base).path:
+        return base
+    return base.rstrip("/") + PREDICTIONS_PATH + urllib.parse.quote(model.strip(), safe="")
+
+
+def is_invalid_key_answer(status: int, body: bytes | str) -> bool:
+    """True for TorchServe's answer to a missing, wrong or expired key (400 ``InvalidKeyException``)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+    return status in (400, 401, 403) and INVALID_KEY_TYPE in text
+
+
+def start_command(project: str | None) -> str:
+    """The command that starts this project's server, with its folder when it is known."""
+    return f"cd {shlex.quote(project)} && {START_COMMAND}" if project else f"{START_COMMAND} (in the project folder)"
+
+
+# --- the key file and key renewal -----------------------------------------------------------------
+
+
+class KeyFileError(Exception):
+    """The key file cannot give a key, or a renewal failed; ``str()`` says which file and why."""
+
+
+def read_key_file(path: str | os.PathLike[str], attempts: int = 3) -> dict:
+    """The parsed key file: ``{"inference": {"key", "expiration time"}, "management": ..., "API": {"key"}}``.
+
+    TorchServe rewrites the file in place when it makes a key, so a reader can catch it half
+    written: a file that is not JSON is read again a few times before it counts as broken.
+    """
+    for attempt in range(attempts):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return doc
+        except FileNotFoundError:
+            raise KeyFileError(f"the key file {path} does not exist") from None
+        except PermissionError:
+            raise KeyFileError(f"the key file {path} cannot be read (permission denied)") from None
+        except (UnicodeDecodeError, ValueError) as exc:
+            if attempt + 1 == attempts:
+                raise KeyFileError(f"the key file {path} is not TorchServe's key file ({exc})") from None
+            time.sleep(0.05)
+        except OSError as exc:
+            raise KeyFileError(f"the key file {path} cannot be read ({exc.strerror or exc})") from None
+    raise AssertionError("unreachable")
+
+
+def key_of(doc: dict, kind: str, path: str | os.PathLike[str] = "the key file") -> str:
+    """The ``kind`` key (``inference``, ``management`` or ``API``) of a parsed key file."""
+    entry = doc.get(kind)
+    key = entry.get("key") if isinstance(entry, dict) else None
+    if not isinstance(key, str) or not key.strip():
+        raise KeyFileError(f'the key file {path} has no "{kind}" -> "key" entry')
+    return key.strip()
+
+
+def server_state(key_file: str | os.PathLike[str]) -> dict[str, str]:
+    """The URLs and model name ``handler.serve`` recorded beside a key file (``server.json``), or ``{}``.
+
+    ``handler.serve start`` writes both files into one instance folder, so whoever can read the key
+    can also learn where that server listens, without being told.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(key_file)), SERVER_STATE_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    wanted = ("inference_url", "management_url", "model_name")
+    return {k: str(doc[k]).rstrip("/") for k in wanted if isinstance(doc.get(k), str) and doc[k].strip()}
+
+
+def management_url_for(key_file: str | os.PathLike[str], inference_url: str) -> str:
+    """Where to ask for a new key: the management address ``handler.serve`` recorded beside the key
+    file, else TorchServe's layout (the inference address's host, its port + 1: 8080 -> 8081)."""
+    url = server_state(key_file).get("management_url", "")
+    if url.startswith(("http://", "https://")):
+        return url
+    parts = urllib.parse.urlsplit(inference_url.strip())
+    port = (parts.port or (443 if parts.scheme == "https" else 80)) + 1
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+def fresh_inference_key(key_file: str | os.PathLike[str], refused: str, management_url: str,
+                        timeout: float = 15.0) -> str:
+    """The inference key to retry with after the server refused ``refused`` (read from ``key_file``).
+
+    Keys expire (``token_expiration_min``) but the key file also holds the API key, which does not
+    and exists to make new ones. When the file already holds another key (someone rotated it since
+    it was read) that one is returned; else ``POST /token?type=inference`` with the API key makes a
+    new key, TorchServe writes it into the file, and it is read from there. Proxies are ignored:
+    the key goes only to the server named.
+    """
+    doc = read_key_file(key_file)
+    current = key_of(doc, "inference", key_file)
+    if current != refused:
+        return current
+    api_key = key_of(doc, "API", key_file)
+    url = management_url.rstrip("/") + "/token?type=inference"
+    request = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": "Bearer " + api_key})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            answer.read()
+    except urllib.error.HTTPError as exc:
+        raise KeyFileError(f"the server at {management_url} refused to make a new inference key with the API "
+                           f"key of {key_file} (HTTP {exc.code}): the key file belongs to another server") from None
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise KeyFileError(f"cannot reach the management address {management_url} to renew the inference key "
+                        f"({reason})") from None
+    return key_of(read_key_file(key_file), "inference", key_file)
