@@ -106,3 +106,58 @@ def torchserve_server(tmp_path_factory: pytest.TempPathFactory, served_model_sto
     finally:
         server.stop()
         assert not serve._group_alive(server.pid), "TorchServe processes left behind"
+
+
+KEY_LIFETIME_MIN = 1  # the project server's keys: short, so the tests see them expire
+
+
+@pytest.fixture(scope="session")
+def project_server(tmp_path_factory: pytest.TempPathFactory, served_model_store: Path) -> Iterator:
+    """A second copy of this project, its server started the way `make serve` starts it, keys living 1 minute.
+
+    The folder holds the plug-in (``gimp_plugin/``, so its install.sh records this folder) and the
+    instance folder ``serve/`` that ``python -m handler.serve start`` fills (key file, server.json);
+    the server runs on free ports from a copy of config.properties with ``token_expiration_min=1``.
+    Yields the ``handler.serve.Server``; ``.workdir.parent`` is the project folder.
+    """
+    skip_without_torchserve()
+    import subprocess
+
+    from handler import serve
+
+    project = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "gimp_plugin", project / "gimp_plugin")
+    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    settings = {f"{k}_address": f"http://127.0.0.1:{ports[k]}" for k in ("inference", "management", "metrics")}
+    settings.update(grpc_inference_port=str(ports["grpc_inference"]),
+                    grpc_management_port=str(ports["grpc_management"]), token_expiration_min=str(KEY_LIFETIME_MIN))
+    config = serve.write_config(REPO / "config.properties", project / "config.properties", settings)
+    workdir = project / "serve"
+    started = subprocess.run([sys.executable, "-m", "handler.serve", "start", "--workdir", str(workdir),
+                              "--config", str(config), "--model-store", str(served_model_store)],
+                             cwd=REPO, capture_output=True, text=True, timeout=400)
+    server = serve.Server.from_state(workdir)
+    try:
+        assert started.returncode == 0 and server is not None, started.stdout + started.stderr
+        yield server
+    finally:
+        serve.stop_server(workdir)
+
+
+def wait_for_key_expiry(server) -> str:
+    """Sleep until the server's current inference key has expired; return that (now refused) key."""
+    import time
+    from datetime import datetime, timezone
+
+    import requests
+
+    from handler import serve
+
+    key = server.inference_key
+    text = serve.read_keys(server.key_file)["inference"]["expiration time"]  # e.g. 2026-12-03T08:20:37.765334898Z
+    whole, _, frac = text.rstrip("Z").partition(".")
+    expires = datetime.fromisoformat(f"{whole}.{(frac + '000000')[:6]}+00:00")
+    time.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds() + 1.0))
+    ping = requests.get(f"{server.inference_url}/ping", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert ping.status_code == 400 and "InvalidKeyException" in ping.text, "the key did not expire"
+    return key

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import socket
 import struct
 import sys
@@ -356,17 +357,22 @@ def resolve_server(url: str, model: str, typed_key: str, key_file: str | None, p
     project's running server (``project``/serve: its address, model and key file).
 
     A typed key wins and is used as it is. A chosen Key file is read, and renewed from when it
-    expires. With neither, the project's own key file is used when the server has written it.
+    expires. With neither, the project's own key file is used, but only for the project's own
+    server (Server URL left at the default, or the address the server recorded): its key must not
+    go to a server the user typed in.
     """
     url, model = (url or "").strip(), (model or "").strip()
     typed_key = (typed_key or "").strip()
     found = ""
-    if not typed_key and not key_file and project:
+    if project:
         candidate = os.path.join(project, contract.SERVE_FOLDER, contract.KEY_FILE_NAME)
-        found = candidate if os.path.isfile(candidate) else ""
-        state = contract.server_state(candidate) if found else {}
-        if url.rstrip("/") == DEFAULT_URL and model == DEFAULT_MODEL:
-            url, model = state.get("inference_url", url), state.get("model_name", model)
+        state = contract.server_state(candidate)
+        own_url = state.get("inference_url", DEFAULT_URL)
+        if url.rstrip("/") in (DEFAULT_URL, own_url):  # this project's server
+            url = own_url
+            model = state.get("model_name", model) if model == DEFAULT_MODEL else model
+            if not typed_key and not key_file and os.path.isfile(candidate):
+                found = candidate
     source = "" if typed_key else (key_file or found)
     key = resolve_key(typed_key, source or None)
     management = contract.management_url_for(source, url) if source and url.startswith("http") else ""
@@ -430,7 +436,7 @@ def _key_message(said: str, settings: ServerSettings) -> str:
     project_keys = os.path.join(settings.project, contract.SERVE_FOLDER, contract.KEY_FILE_NAME)
     key_cmd = ".venv/bin/python -m handler.serve key"
     if settings.project:
-        key_cmd = f"cd {settings.project} && {key_cmd}"
+        key_cmd = f"cd {shlex.quote(settings.project)} && {key_cmd}"
     if not settings.key:
         where = ""
         if settings.project:

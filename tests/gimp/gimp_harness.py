@@ -99,9 +99,21 @@ def in_job(job_dir: Path, host_file: Path, name: str | None = None) -> str:
     return f"{JOB_MOUNT}/files/{target.name}"
 
 
-def _install_plugin(profile: Path) -> None:
+def _install_plugin(profile: Path, installer: Path = INSTALLER) -> None:
     """Install with the project's own installer, so the tests also prove that install.sh works."""
-    subprocess.run(["bash", str(INSTALLER), str(profile / "plug-ins")], check=True, capture_output=True)
+    subprocess.run(["bash", str(installer), str(profile / "plug-ins")], check=True, capture_output=True)
+
+
+def _new_mount_points(root: Path, paths: list[Path]) -> list[Path]:
+    """The folders a bind mount at ``paths`` will create inside ``root`` (deepest first), to remove after."""
+    created: list[Path] = []
+    for path in paths:
+        inside = root / Path(path).resolve().relative_to("/")
+        for folder in (inside, *inside.parents):
+            if folder == root or folder.exists():
+                break
+            created.append(folder)
+    return sorted(set(created), key=lambda f: len(f.parts), reverse=True)
 
 
 def run_gimp(
@@ -111,10 +123,14 @@ def run_gimp(
     timeout: float = 900,
     root: Path | None = None,
     ui: bool = False,
+    installer: Path = INSTALLER,
+    binds: tuple[Path, ...] = (),
 ) -> GimpRun:
     """Run ``cases`` (see gimp_driver.py) in one headless GIMP; paths in cases are GIMP-side (/rbjob/...).
 
     ``ui=True`` runs GIMP under a virtual display that accepts the plug-in's dialogs (gimp_ui_run.sh).
+    ``installer``: the install.sh to install with (another project's copy records that project).
+    ``binds``: host folders GIMP sees at the same path (read-only), e.g. a project's ``serve/``.
     """
     root = root or gimp_root()
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +141,7 @@ def run_gimp(
             shutil.copytree(warm, profile, symlinks=True)
         else:
             profile.mkdir()
-    _install_plugin(profile)
+    _install_plugin(profile, installer)
     for helper in (DRIVER, UI_RUN, SCREENSHOT):
         shutil.copyfile(helper, job_dir / helper.name)
     (job_dir / "job.json").write_text(json.dumps({"cases": cases}, indent=1))
@@ -133,6 +149,9 @@ def run_gimp(
     results_file.unlink(missing_ok=True)
     cmd = ["bash", str(CHROOT_RUN), str(root), "-b", f"{job_dir}:{JOB_MOUNT}",
            "-e", f"GIMP3_DIRECTORY={JOB_MOUNT}/profile", "-e", f"RB_JOB={JOB_MOUNT}/job.json"]
+    mount_points = _new_mount_points(root, list(binds))
+    for folder in binds:
+        cmd += ["-b", f"{Path(folder).resolve()}:{Path(folder).resolve()}:ro"]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
     cmd += ["--", *(["bash", f"{JOB_MOUNT}/{UI_RUN.name}"] if ui else [])]
@@ -144,6 +163,11 @@ def run_gimp(
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"") + (exc.stderr or b"")
         rc, log = -1, (out.decode(errors="replace") if isinstance(out, bytes) else out) + "\n[harness] TIMEOUT"
+    for folder in mount_points:  # the private mounts are gone; their empty mount points are ours to remove
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
     (job_dir / "gimp.log").write_text(log)
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     return GimpRun(rc, log, results, job_dir)

@@ -23,9 +23,12 @@ def _assert_installed(plugins: Path) -> None:
     main = plugins / "replace-background" / "replace-background.py"
     core = plugins / "replace-background" / "replace_background_core.py"
     assert main.read_bytes() == (REPO / "gimp_plugin/replace-background/replace-background.py").read_bytes()
-    assert core.is_file()
+    contract = plugins / "replace-background" / "replace_background_contract.py"
+    assert core.is_file() and contract.read_bytes() == (REPO / "handler/contract.py").read_bytes()
     assert os.access(main, os.X_OK), "GIMP skips a plug-in file that is not executable"
-    assert not os.access(core, os.X_OK)
+    assert not os.access(core, os.X_OK) and not os.access(contract, os.X_OK)
+    # the project folder, so that the plug-in finds this project's server and key with no option set
+    assert (plugins / "replace-background" / "replace_background_project.txt").read_text() == f"{REPO}\n"
     assert not (plugins / "replace-background" / "__pycache__").exists()
 
 

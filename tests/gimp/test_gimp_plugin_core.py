@@ -6,6 +6,7 @@ server in fake_mask_server.py. The real end-to-end behaviour is in test_gimp_plu
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -216,6 +217,54 @@ def test_read_key_file(tmp_path: Path) -> None:
     (tmp_path / "nokey.json").write_text('{"management": {"key": "M"}}')
     with pytest.raises(core.PluginError, match='no "inference"'):
         core.read_key_file(str(tmp_path / "nokey.json"))
+
+
+def _project(tmp_path: Path, running: bool = True) -> Path:
+    """A project folder as `make serve` leaves it: serve/key_file.json and serve/server.json."""
+    serve = tmp_path / "project" / "serve"
+    serve.mkdir(parents=True)
+    if running:
+        (serve / "key_file.json").write_text(json.dumps({"inference": {"key": "INF"}, "API": {"key": "API"}}))
+        (serve / "server.json").write_text(json.dumps({
+            "inference_url": "http://127.0.0.1:18080", "management_url": "http://127.0.0.1:18081",
+            "model_name": "person_segmenter", "pid": 1}))
+    return serve.parent
+
+
+def test_project_folder_from_the_install_record_or_the_checkout(tmp_path: Path) -> None:
+    installed = tmp_path / "plug-ins" / "replace-background"
+    installed.mkdir(parents=True)
+    assert core.project_folder(str(installed)) == ""  # copied by hand: unknown
+    (installed / core.PROJECT_RECORD).write_text("/home/me/replace background\n")
+    assert core.project_folder(str(installed)) == "/home/me/replace background"
+    # run from the checkout itself (Preferences > Folders > Plug-ins = <project>/gimp_plugin)
+    assert core.project_folder(str(PLUGIN_DIR)) == str(PLUGIN_DIR.parents[1])
+
+
+def test_defaults_mean_this_projects_server(tmp_path: Path) -> None:
+    project = str(_project(tmp_path))
+    key_file = str(Path(project) / "serve" / "key_file.json")
+    s = core.resolve_server(core.DEFAULT_URL, core.DEFAULT_MODEL, "", None, project)
+    assert (s.url, s.model, s.key, s.key_file) == ("http://127.0.0.1:18080", "person_segmenter", "INF", key_file)
+    assert s.management_url == "http://127.0.0.1:18081" and s.project == project
+    # the project's key never goes to a server the user typed in
+    other = core.resolve_server("http://10.0.0.5:8080", core.DEFAULT_MODEL, "", None, project)
+    assert (other.url, other.key, other.key_file) == ("http://10.0.0.5:8080", "", "")
+    typed = core.resolve_server(core.DEFAULT_URL, core.DEFAULT_MODEL, " mine ", None, project)
+    assert (typed.key, typed.key_file, typed.url) == ("mine", "", "http://127.0.0.1:18080")
+    stopped = core.resolve_server(core.DEFAULT_URL, core.DEFAULT_MODEL, "", None, str(_project(tmp_path / "b", False)))
+    assert (stopped.url, stopped.key, stopped.key_file) == (core.DEFAULT_URL, "", "")
+
+
+def test_messages_name_this_projects_start_command(tmp_path: Path) -> None:
+    project = str(_project(tmp_path / "my projects", running=False))
+    s = core.resolve_server(core.DEFAULT_URL, core.DEFAULT_MODEL, "", None, project)
+    refused = core.explain_url_error(ConnectionRefusedError(111, "refused"), s)
+    assert f"cd '{project}' && make serve" in refused
+    typed = core.explain_http_error(400, TS_KEY_ERROR, dataclasses.replace(s, key="old"))
+    assert "clear Inference key" in typed and f"cd '{project}' && .venv/bin/python -m handler.serve key" in typed
+    none = core.explain_http_error(400, TS_KEY_ERROR, s)
+    assert "requires an inference key" in none and "flatpak override" in none
 
 
 def test_check_layer_size() -> None:
