@@ -4,7 +4,7 @@
         --data datasets/ccp --data datasets/eg1800 --data datasets/vikram \\
         --val-list training/splits/shared_val.txt
 
-The comparison runs ``training.evaluate.evaluate_samples`` — exactly what ``evaluate.py --refine
+The comparison runs ``training.validation.evaluate_samples`` — exactly what ``evaluate.py --refine
 guided|bilinear`` runs, i.e. the served path — once per method on the same decoded validation
 samples, and reports mean IoU and boundary F per method and dataset plus the paired per-image
 difference (guided - bilinear): its mean, a bootstrap 95% interval and how often guided wins.
@@ -33,9 +33,9 @@ from segmenter import refine
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
 from training.data import find_pairs, read_name_list
-from training.evaluate import evaluate_samples, iter_samples, summarize
 from training.metrics import image_metrics
 from training.progress import Progress
+from training.validation import evaluate_samples, iter_samples, summarize
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0, rounds: int = 2000) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from segmenter import checkpoint
 from tests.training.conftest import TINY_ARGS, make_dataset
-from training.train import recorded_best, trim_metrics
+from training.run_files import recorded_best, trim_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(REPO / "training" / "train.py")]

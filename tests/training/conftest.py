@@ -32,5 +32,5 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
-TINY_ARGS = ["--epochs", "1", "--batch-size", "2", "--base-filters", "4", "--image-size", "64",
+TINY_ARGS = ["--encoder", "none", "--epochs", "1", "--batch-size", "2", "--base-filters", "4", "--image-size", "64",
              "--workers", "0", "--val-fraction", "0.25", "--preview-count", "2"]

@@ -56,7 +56,7 @@ def test_resume_alone_continues_the_same_run(tiny_dataset: Path, tmp_path: Path)
     proc = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])
     assert proc.returncode == 0, proc.stderr
     assert f"9 training / 3 validation pairs from {tiny_dataset}" in proc.stderr
-    assert "U-Net 4 base filters, input 64px" in proc.stderr and "batch 2 x" in proc.stderr
+    assert "U-Net 4 base filters, depth 4, from scratch, input 64px" in proc.stderr and "batch 2 x" in proc.stderr
     assert "epoch 2/2" in proc.stderr
     assert (store / "person_segmenter.mar").is_file()  # --model-store kept too
     args = checkpoint.load(out / "last.pt")["args"]
