@@ -1,0 +1,121 @@
+"""The edge stage (segmenter/matting.py): trimap, closed-form matte, person colours, and the composite they make."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from segmenter import imaging, matting
+
+PERSON = np.float32([230, 190, 150])  # skin-like
+OLD_BACKGROUND = np.float32([0, 177, 64])  # green screen
+NEW_BACKGROUND = (255, 255, 255)
+
+
+def _scene(size: tuple[int, int], sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """(soft true matte float HxW, photo uint8 HxWx3): an ellipse 'person' with a textured inside, blended onto
+    green through a blurred edge, as a camera sees hair over a wall."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = ((xx - w / 2) / (w * 0.3)) ** 2 + ((yy - h / 2) / (h * 0.35)) ** 2 <= 1
+    matte = np.asarray(Image.fromarray(inside.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(sigma)),
+                       np.float32) / 255
+    texture = np.random.default_rng(0).normal(0, 6, (h, w, 3)).astype(np.float32)
+    person = np.clip(PERSON + texture, 0, 255)
+    photo = person * matte[..., None] + OLD_BACKGROUND * (1 - matte[..., None])
+    return matte, np.clip(photo + 0.5, 0, 255).astype(np.uint8), person
+
+
+def _hard_mask(matte: np.ndarray) -> np.ndarray:
+    """What a segmenter gives: the right outline, but hard (0 or 255)."""
+    return np.where(matte >= 0.5, 255, 0).astype(np.uint8)
+
+
+def _band(matte: np.ndarray) -> np.ndarray:
+    return (matte > 0.02) & (matte < 0.98)
+
+
+def _edge_error(size: tuple[int, int], on: bool) -> float:
+    matte, photo, person = _scene(size, sigma=max(1.5, size[0] / 200))
+    image = Image.fromarray(photo)
+    mask = _hard_mask(matte)
+    if on:
+        m = matting.matte(image, mask)
+        image, mask = m.foreground, m.alpha
+    result = imaging.composite(image, mask, NEW_BACKGROUND).astype(np.float32)
+    ideal = person * matte[..., None] + np.float32(NEW_BACKGROUND) * (1 - matte[..., None])
+    band = _band(matte)
+    return float(np.abs(result[band] - ideal[band]).mean())
+
+
+@pytest.mark.parametrize("size", [(240, 180), (640, 480)])  # matted at full size / at a working size
+def test_edge_stage_removes_most_of_the_old_background(size: tuple[int, int]) -> None:
+    """The point of the stage: a green fringe on a white background. The 640x480 photo is above
+    WORK_PIXELS, so the matte is solved on a reduced copy and brought back by the guided filter."""
+    assert (size[0] * size[1] > matting.WORK_PIXELS) == (size == (640, 480))
+    off, on = _edge_error(size, False), _edge_error(size, True)
+    assert on < 0.6 * off, (off, on)
+
+
+def test_nothing_changes_away_from_the_outline() -> None:
+    matte, photo, _ = _scene((320, 240))
+    mask = _hard_mask(matte)
+    m = matting.matte(Image.fromarray(photo), mask)
+    assert m.alpha.shape == mask.shape and m.alpha.dtype == np.uint8 and m.foreground.size == (320, 240)
+    person, unknown = matting.trimap(mask, matting.band_radius(320, 240))
+    far = ~unknown
+    np.testing.assert_array_equal(m.alpha[far], mask[far])
+    np.testing.assert_array_equal(np.asarray(m.foreground)[far], photo[far])
+    assert m.alpha[unknown].min() < 64 and m.alpha[unknown].max() > 192  # the band is really soft
+    assert 0 < np.count_nonzero((m.alpha > 0) & (m.alpha < 255)) <= np.count_nonzero(unknown)
+
+
+def test_trimap_band_is_centred_on_the_outline() -> None:
+    mask = np.zeros((60, 80), np.uint8)
+    mask[:, 40:] = 255
+    person, unknown = matting.trimap(mask, 3)
+    cols = np.nonzero(unknown[30])[0]
+    assert cols.min() == 37 and cols.max() == 42  # 3 each side of the edge between columns 39 and 40
+    assert person[:, 43:].all() and not person[:, :43].any()
+    assert not (person & unknown).any()
+
+
+def test_band_width_follows_the_photo() -> None:
+    assert matting.band_radius(40, 30) == matting.MIN_BAND
+    assert matting.band_radius(8000, 6000) == 10 * matting.band_radius(800, 600) == 50
+
+
+def test_closed_form_recovers_a_linear_ramp() -> None:
+    """Between two flat colours the closed-form matte is exact: alpha is the ramp the photo was made with,
+    not the hard mask it starts from, up to the photo's top and bottom rows."""
+    h, w = 20, 60
+    ramp = np.clip((np.arange(w, dtype=np.float32) - 26.5) / 7, 0, 1)
+    alpha_true = np.broadcast_to(ramp, (h, w))
+    image = alpha_true[..., None] * np.float32([0.9, 0.7, 0.5]) + (1 - alpha_true[..., None]) * np.float32(
+        [0.1, 0.6, 0.2])
+    unknown = np.zeros((h, w), bool)
+    unknown[:, 24:37] = True
+    hard = (alpha_true >= 0.5).astype(np.float32)
+    got = matting.solve_alpha(image, (hard > 0) & ~unknown, unknown, hard)
+    assert np.abs(got - alpha_true).max() < 0.05
+    assert np.abs(hard - alpha_true).max() > 0.4
+
+
+def test_estimated_colour_is_the_persons_not_the_mix() -> None:
+    """Where a pixel is half person, half green, the cut-out's colour is the person's, not the mix."""
+    matte, photo, person = _scene((240, 180), sigma=2.5)
+    m = matting.matte(Image.fromarray(photo), _hard_mask(matte))
+    half = (matte > 0.3) & (matte < 0.7)
+    fg = np.asarray(m.foreground, np.float32)[half]
+    mixed = photo[half].astype(np.float32)
+    assert np.abs(fg - person[half]).mean() < 0.4 * np.abs(mixed - person[half]).mean()
+
+
+def test_photo_without_a_person_or_without_background() -> None:
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    for value in (0, 255):
+        mask = np.full((50, 70), value, np.uint8)
+        m = matting.matte(photo, mask)
+        np.testing.assert_array_equal(m.alpha, mask)
+        np.testing.assert_array_equal(np.asarray(m.foreground), np.asarray(photo))
