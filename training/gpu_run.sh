@@ -8,9 +8,10 @@
 # with the working tree), then on the GPU machine, from the repository root:
 #     OUT=/some/folder bash training/gpu_run.sh
 # Settings by environment: TRAIN_S (default 420); EPOCHS (30, the cosine schedule's length: if the time limit
-# comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED; MODEL
-# (the U-Net's shape); INIT (starting weights; INIT= empty trains from scratch); VAL (the validation
-# options); EXTRA (more train.py options); PY (python3). Evaluate the weights here afterwards, at full
+# comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED, SIZE;
+# MODEL (the architecture: the EfficientNet-Lite0 U-Net by default); INIT (starting weights, by default the
+# shipped model; INIT= empty starts from the encoder's ImageNet weights); VAL (the validation options);
+# EXTRA (more train.py options); PY (python3). Evaluate the weights here afterwards, at full
 # resolution: python benchmarks/quality.py ... --checkpoint gpu.pt
 set -euo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
@@ -26,9 +27,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee
 # shellcheck disable=SC2086
 timeout -s TERM -k 60 "${TRAIN_S:-420}" "$PY" training/train.py \
     --data "$DATA/ccp" --data "$DATA/eg1800" --data "$DATA/vikram" ${VAL:---val-list training/splits/shared_val.txt} \
-    ${INIT:+--init "$INIT"} ${MODEL:---depth 5 --base-filters 16} \
-    --epochs "${EPOCHS:-30}" --batch-size "${BATCH:-32}" --lr "${LR:-4e-4}" --loss bce_lovasz --ema 0.999 \
-    --image-size 256 --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
+    ${INIT:+--init "$INIT"} ${MODEL:---encoder efficientnet-lite0} \
+    --epochs "${EPOCHS:-30}" --batch-size "${BATCH:-32}" --lr "${LR:-8e-4}" --weight-decay 0.01 --loss bce_dice \
+    --ema 0.999 --image-size "${SIZE:-320}" --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
     --seed "${SEED:-10}" --preview-count 2 --out "$RUN" --no-export ${EXTRA:-} 2>&1 | tee "$OUT/train.log" || true
 cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl"
 "$PY" training/ship.py "$RUN/best.pt" --half --to "$OUT/gpu.pt"

@@ -30,7 +30,7 @@ def test_brings_back_log_metrics_and_half_weights(tmp_path: Path) -> None:
     data = tmp_path / "gpu_data"
     for i, root in enumerate(("ccp", "eg1800", "vikram")):
         make_dataset(data / root, count=4, seed=i)
-    proc = _run(tmp_path, data, MODEL="--depth 4 --base-filters 4")
+    proc = _run(tmp_path, data, MODEL="--encoder none --depth 4 --base-filters 4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} >= {"train.log", "metrics.jsonl", "gpu.pt"}
