@@ -12,20 +12,22 @@ sample on a 2-core CPU (benchmarks/training_speed.py), so a loader slower than t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
+
+import torch
+
+from benchmarks.photos import figure_mask, synthetic_photo
+from training.data import SegmentationDataset, find_pairs
+from training.shrink import shrink_root
+
 REPO = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from benchmarks.photos import figure_mask, synthetic_photo  # noqa: E402
-from training.data import SegmentationDataset, find_pairs  # noqa: E402
-from training.shrink import shrink_root  # noqa: E402
 
 
 def make_dataset(root: Path, count: int, megapixels: float) -> Path:

@@ -11,6 +11,7 @@ resolution, averaged over images, threshold 0.5). MediaPipe runs in its own venv
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,8 +19,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 import numpy as np
 import torch

@@ -16,6 +16,7 @@ the same low-resolution predictions (the network runs once) to check segmenter/r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import sys
@@ -23,8 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 import numpy as np
 import torch

@@ -14,12 +14,16 @@ another over its own connection; the table gives p50/p95 latency per request and
 (decode, model, refinement, render) on as many torch threads as the worker uses: 'served/in-proc'
 is the serving overhead as a ratio, which stays meaningful on a noisy machine.
 
-A 'composite' is a colour background returned as JPEG, the plug-in's common case.
+A 'composite' is a colour background returned as JPEG, the plug-in's common case; '-plain' modes
+turn the edge stage off (``matting=off``), so 'composite' / 'composite-plain' is what the stage costs:
+
+    python benchmarks/serving.py --megapixels 1 12 --modes mask composite composite-plain --clients 1 --no-batching
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -28,8 +32,8 @@ import threading
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 import numpy as np
 import requests
@@ -51,7 +55,10 @@ MODES: dict[str, dict[str, str]] = {
     "mask": {"mode": "mask"},
     "mask-flip": {"mode": "mask", "tta": "flip"},  # the plug-in's default (Mirror pass)
     "composite": {"mode": "composite", "background": "#1e90ff", "format": "jpeg"},
+    # the same without the edge stage (segmenter/matting.py): what the stage costs
+    "composite-plain": {"mode": "composite", "background": "#1e90ff", "format": "jpeg", "matting": "off"},
     "cutout": {"mode": "cutout"},
+    "cutout-plain": {"mode": "cutout", "matting": "off"},
     "blur": {"mode": "composite", "background": "blur", "format": "jpeg"},
 }
 
@@ -63,7 +70,8 @@ def percentile(values: list[float], q: float) -> float:
 def in_process(seg: Segmenter, data: bytes, fields: dict[str, str], repeats: int) -> float:
     """Median seconds for the handler's work on one request, without TorchServe."""
     options = Options(mode=fields["mode"], format=fields.get("format", "png"),
-                      background=_background(fields.get("background")), tta=fields.get("tta", "none"))
+                      background=_background(fields.get("background")), tta=fields.get("tta", "none"),
+                      matting=fields.get("matting", "on") == "on")
 
     def once() -> bytes:
         image = imaging.decode_image(data)

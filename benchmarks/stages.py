@@ -17,14 +17,15 @@ matmul on the same threads (what the convolutions lower to), and the network's F
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode

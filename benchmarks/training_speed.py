@@ -14,6 +14,7 @@ run meanwhile: the point is the ratio between lines.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,11 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO))
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
-from benchmarks.photos import figure_mask, synthetic_photo  # noqa: E402
+from benchmarks.photos import figure_mask, synthetic_photo
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def make_dataset(root: Path, count: int) -> Path:

@@ -20,6 +20,8 @@ DATA=${DATA:-gpu_data}
 RUN=${RUN:-/tmp/gpu-run}
 INIT=${INIT-segmenter/weights/person_unet.pt}
 export PYTHONUNBUFFERED=1
+# the project's packages without `make setup` (a bare machine with torch): train.py imports them
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 for root in ccp eg1800 vikram; do
     [ -d "$DATA/$root/Images" ] || { echo "gpu_run.sh: no $DATA/$root/Images; run make gpu-data first" >&2; exit 2; }
 done

@@ -21,13 +21,14 @@ validated on a shrunk copy is validated at that copy's resolution.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 import numpy as np
 from PIL import Image
