@@ -32,7 +32,7 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
 
 from handler.contract import MODEL_NAME, default_blur_radius  # noqa: E402
 from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
-from segmenter import checkpoint, imaging  # noqa: E402
+from segmenter import checkpoint, imaging, matting  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
 from segmenter.refine import upsample  # noqa: E402
@@ -214,8 +214,12 @@ def render(job: Job) -> bytes:
     assert mask is not None
     if opts.mode == "mask":
         return imaging.encode_png(mask)
+    photo = image
+    if opts.matting:  # a soft matte and the person's own colours at the outline: no fringe of the old background
+        edge = matting.matte(image, mask)
+        photo, mask = edge.foreground, edge.alpha
     if opts.mode == "cutout" or opts.background == "transparent":
-        return imaging.encode_png(imaging.cutout(image, mask))
+        return imaging.encode_png(imaging.cutout(photo, mask))
     if opts.background == "image":
         assert job.background is not None
         background: Image.Image | tuple[int, int, int] = imaging.cover(job.background, image.size)
@@ -223,7 +227,7 @@ def render(job: Job) -> bytes:
         background = imaging.blurred(image, opts.blur_radius or default_blur_radius(*image.size))
     else:
         background = opts.background  # an RGB tuple
-    result = imaging.composite(image, mask, background)
+    result = imaging.composite(photo, mask, background)
     if opts.format == "jpeg":
         return imaging.encode_jpeg(result, quality=opts.quality)
     return imaging.encode_png(result)

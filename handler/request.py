@@ -48,6 +48,9 @@ KNOWN_FIELDS = frozenset(IMAGE_FIELDS) | frozenset(OPTION_HEADERS)
 _QUOTE_CHARS = 40
 _MAX_NAMES_LISTED = 5
 _PRINTABLE = re.compile(rb"^[\x20-\x7e\t\r\n]*$")
+# ``matting``: the edge stage (soft matte and person colours at the outline) for cutout and composite; "off"
+# gives the plain blend of the photo with the model's mask (issue 17, docs/API.md).
+MATTING_MODES = ("on", "off")
 
 
 class RequestError(ValueError):
@@ -69,6 +72,7 @@ class Options:
     refine: str = "guided"
     quality: int = DEFAULT_QUALITY
     tta: str = "none"
+    matting: bool = True  # the edge stage for cutout and composite (segmenter/matting.py)
 
     @property
     def content_type(self) -> str:
@@ -172,6 +176,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     fmt = _choice(raw.get("format", "png"), "format", FORMATS)
     refine = _choice(raw.get("refine", "guided"), "refine", REFINE_METHODS)
     tta = _choice(raw.get("tta", "none"), "tta", TTA_MODES)
+    matting = _choice(raw.get("matting", "on"), "matting", MATTING_MODES) == "on"
     background: tuple[int, int, int] | str = DEFAULT_COLOR
     if has_background_image:
         background = "image"  # an uploaded background wins over a text value
@@ -189,7 +194,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     if fmt == "jpeg" and background == "transparent":
         raise RequestError("background transparent needs format png (JPEG has no alpha channel)")
     return Options(mode=mode, background=background, format=fmt, blur_radius=radius, refine=refine,
-                   quality=quality, tta=tta)
+                   quality=quality, tta=tta, matting=matting)
 
 
 def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest:

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from handler.person_handler import PersonSegmenterHandler, torch_threads
 from segmenter import imaging
@@ -67,7 +67,8 @@ def test_known_subject_lands_where_it_is(stub_handler: PersonSegmenterHandler) -
 
 
 def test_cutout_is_photo_with_mask_as_alpha(handler: PersonSegmenterHandler) -> None:
-    (mask_answer, cut) = run(handler, [raw(PNG), form(PNG, mode="cutout")])
+    """With the edge stage off; with it on, test_edge_stage_is_on_by_default_and_removes_the_fringe."""
+    (mask_answer, cut) = run(handler, [raw(PNG), form(PNG, mode="cutout", matting="off")])
     img = cut.image()
     assert cut.content_type == "image/png" and img.mode == "RGBA" and img.size == images.SUBJECT_SIZE
     arr = np.asarray(img)
@@ -76,7 +77,7 @@ def test_cutout_is_photo_with_mask_as_alpha(handler: PersonSegmenterHandler) -> 
 
 
 def test_composite_on_colour_blends_exactly(handler: PersonSegmenterHandler) -> None:
-    (m, c) = run(handler, [raw(PNG), form(PNG, mode="composite", background="#204080")])
+    (m, c) = run(handler, [raw(PNG), form(PNG, mode="composite", background="#204080")], [{}, {"X-Matting": "OFF"}])
     alpha = np.asarray(m.image()).astype(np.float32)[..., None] / 255
     fg = np.asarray(images.subject_photo(), dtype=np.float32)
     expected = np.clip(np.array([0x20, 0x40, 0x80]) + (fg - np.array([0x20, 0x40, 0x80])) * alpha + 0.5, 0, 255)
@@ -101,6 +102,37 @@ def test_composite_variants(handler: PersonSegmenterHandler, fields: dict, heade
     jpeg = headers.get("X-Format") == "jpeg"
     assert img.mode == ("RGBA" if transparent else "RGB")
     assert a.content_type == ("image/jpeg" if jpeg else "image/png") and img.format == ("JPEG" if jpeg else "PNG")
+
+
+def _green_screen_photo() -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(PNG, soft true matte, the person's own colours): a bright 'person' (the stub model's kind) put onto
+    green through a blurred edge, so that edge pixels are the mix a camera records."""
+    w, h = images.SUBJECT_SIZE
+    x0, y0, x1, y1 = images.SUBJECT_BOX
+    hard = Image.new("L", (w, h), 0)
+    hard.paste(255, (x0, y0, x1, y1))
+    matte = np.asarray(hard.filter(ImageFilter.GaussianBlur(1.5)), np.float32)[..., None] / 255
+    person = np.asarray(images.subject_photo(box=(0, 0, w, h)), np.float32)  # bright everywhere: the matte decides
+    photo = person * matte + np.float32([0, 177, 64]) * (1 - matte)
+    return images.encode(Image.fromarray(np.clip(photo + 0.5, 0, 255).astype(np.uint8))), matte, person
+
+
+def test_edge_stage_is_on_by_default_and_removes_the_fringe(stub_handler: PersonSegmenterHandler) -> None:
+    """The served composite onto white against the ideal (the person through the same matte on white), in
+    the band around the outline: the edge stage (default) against ``matting=off``, the plain blend. The
+    cut-out carries the stage's matte and colours: blending it gives the composite."""
+    data, matte, person = _green_screen_photo()
+    on, off, cut = run(stub_handler, [form(data, mode="composite"), form(data, mode="composite", matting="off"),
+                                      form(data, mode="cutout")])
+    ideal = person * matte + 255 * (1 - matte)
+    band = (matte[..., 0] > 0.02) & (matte[..., 0] < 0.98)
+    errors = {name: float(np.abs(np.asarray(a.image(), np.float32)[band] - ideal[band]).mean())
+              for name, a in (("on", on), ("off", off))}
+    assert errors["on"] < 0.6 * errors["off"], errors
+    rgba = np.asarray(cut.image(), np.float32)
+    blended = rgba[..., :3] * rgba[..., 3:] / 255 + 255 * (1 - rgba[..., 3:] / 255)
+    assert np.abs(blended - np.asarray(on.image(), np.float32)).max() <= 1.0
+    assert 0 < np.count_nonzero((rgba[..., 3] > 0) & (rgba[..., 3] < 255))
 
 
 def test_uploaded_background_covers_the_photo(stub_handler: PersonSegmenterHandler) -> None:
@@ -138,6 +170,8 @@ BAD_REQUESTS = {
     "unknown format": (form(PNG, mode="composite", format="gif"), {}, 400, "unknown format"),
     "unknown refine": (form(PNG, refine="magic"), {}, 400, "unknown refine"),
     "unknown tta": (raw(PNG), {"X-TTA": "rotate"}, 400, "unknown tta 'rotate'; expected one of: none, flip"),
+    "unknown matting": (form(PNG, mode="cutout", matting="maybe"), {}, 400,
+                        "unknown matting 'maybe'; expected one of: on, off"),
     "bad colour": (form(PNG, mode="composite", background="#12345"), {}, 400, "unknown background"),
     "jpeg mask": (form(PNG, format="jpeg"), {}, 400, "only for mode composite"),
     "jpeg transparent": (form(PNG, mode="composite", background="transparent", format="jpeg"), {}, 400,

@@ -79,10 +79,30 @@ def test_served_mask_equals_in_process_mask(torchserve_server, serving_checkpoin
 
 
 def test_cutout_keeps_every_photo_pixel(torchserve_server) -> None:
+    """With the edge stage off (``X-Matting: off``): the photo's pixels and the served mask, unchanged."""
     mask = np.asarray(as_image(post(torchserve_server, PNG)))
-    cut = np.asarray(as_image(post(torchserve_server, PNG, headers={"X-Mode": "cutout"})))
+    cut = np.asarray(as_image(post(torchserve_server, PNG, headers={"X-Mode": "cutout", "X-Matting": "off"})))
     np.testing.assert_array_equal(cut[..., :3], np.asarray(images.subject_photo()))
     np.testing.assert_array_equal(cut[..., 3], mask)
+
+
+def test_edge_stage_over_http(torchserve_server) -> None:
+    """On by default for cutout and composite: the served composite is the served cut-out (soft matte,
+    estimated colours) blended onto the colour; it differs from ``matting=off`` only near the outline,
+    and the mask mode is not touched. Its effect on edge colours: tests/handler/test_handler.py."""
+    photo = np.asarray(images.subject_photo())
+    mask = np.asarray(as_image(post(torchserve_server, PNG)))
+    cut = np.asarray(as_image(post(torchserve_server, files={"image": ("p.png", PNG, "image/png")},
+                                   fields={"mode": "cutout"})), np.float32)
+    on = np.asarray(as_image(post(torchserve_server, PNG, headers={"X-Mode": "composite", "X-Background": "#fff"})))
+    off = np.asarray(as_image(post(torchserve_server, PNG, headers={"X-Mode": "composite", "X-Background": "#fff",
+                                                                    "X-Matting": "off"})))
+    blended = cut[..., :3] * cut[..., 3:] / 255 + 255 * (1 - cut[..., 3:] / 255)
+    assert np.abs(blended - on).max() <= 1.0
+    far = (mask == 0) | (mask == 255)
+    far &= np.roll(far, 8, 0) & np.roll(far, -8, 0) & np.roll(far, 8, 1) & np.roll(far, -8, 1)
+    np.testing.assert_array_equal(on[far], off[far])
+    np.testing.assert_array_equal(cut[..., :3][far & (mask == 255)], photo[far & (mask == 255)])
 
 
 def test_bad_options_are_4xx_json_and_the_worker_survives(torchserve_server) -> None:
@@ -91,6 +111,7 @@ def test_bad_options_are_4xx_json_and_the_worker_survives(torchserve_server) -> 
     cases = [
         (post(torchserve_server, PNG, headers={"X-Mode": "sketch"}), 400, "unknown mode"),
         (post(torchserve_server, PNG, headers={"X-Background": "purple-ish"}), 400, "unknown background"),
+        (post(torchserve_server, PNG, headers={"X-Mode": "cutout", "X-Matting": "yes"}), 400, "unknown matting"),
         (post(torchserve_server, files={"photo": ("p.png", PNG, "image/png")}), 400, "unknown multipart field"),
     ]
     for r, status, words in cases:
