@@ -134,9 +134,10 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
 
     Written here rather than by Pillow because the answer's encoding was the largest cost of a
     served mask: every row gets the PNG 'Up' filter (one vectorised subtraction; masks and
-    photos change little from row to row) and zlib level 1 compresses the lot. At 12 megapixels
-    that is ~3.5x faster than Pillow's per-row adaptive filtering at the same level, for a file
-    of the same size. Any PNG reader decodes it (standard 8-bit greyscale/RGB/RGBA, one IDAT).
+    photos change little from row to row) and zlib level 1 compresses the lot: several times faster
+    than Pillow's per-row adaptive filtering at the same level, for a file of the same size
+    (docs/BENCHMARKS.md, "Design choices in the code"). Any PNG reader decodes it (standard 8-bit
+    greyscale/RGB/RGBA, one IDAT).
     """
     arr = np.ascontiguousarray(array, dtype=np.uint8)
     if arr.ndim == 2:
@@ -205,7 +206,7 @@ def composite(image: Image.Image, alpha: np.ndarray, background: Image.Image | t
     """Alpha-blend the photo over a background; ``alpha`` is HxW uint8 (255 = person).
 
     Pillow's composite is exactly ``round(photo * a + background * (1 - a))`` in 8-bit integer
-    arithmetic, ~2.4x faster than the same blend in float32 numpy at 12 megapixels.
+    arithmetic, faster than the same blend in float32 numpy (docs/BENCHMARKS.md).
     """
     if isinstance(background, tuple):
         bg = Image.new("RGB", image.size, background)

@@ -21,12 +21,10 @@ from segmenter.preprocess import DEFAULT_IMAGE_SIZE, letterbox, normalize
 from segmenter.refine import upsample
 
 # Test-time augmentation: "flip" also runs the photo mirrored left-right and averages the two
-# probability maps. One forward pass of twice the batch at the model's input size, so a fixed
-# ~20 ms more per photo whatever its size (served 1-MP mask p50 101 -> 119 ms with the 256-px model,
-# docs/BENCHMARKS.md); on the validation split it raised IoU by 0.0005 (eg1800) and 0.0016 (ccp) for
-# the shipped model and by 0.0033 / 0.0034 for session 4's (benchmarks/quality.py, the "ours + flip" column;
-# docs/MODEL_CARD.md). Off by default in the server (the 1-MP latency target), on by default in
-# the GIMP plug-in, where 20 ms do not show.
+# probability maps. One forward pass of twice the batch at the model's input size, so a fixed cost
+# per photo whatever its size, for a small IoU gain (both measured in docs/MODEL_CARD.md and
+# docs/BENCHMARKS.md). Off by default in the server (the 1-MP latency target), on by default in the
+# GIMP plug-in, where a few tens of milliseconds do not show.
 TTA_MODES = ("none", "flip")
 
 
@@ -59,7 +57,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 on CPU (2.7x faster training here), fp16 on CUDA; a no-op when disabled."""
+    """bf16 on CPU (several times faster training on a CPU with AVX512-BF16), fp16 on CUDA; a no-op when off."""
     if not enabled:
         return contextlib.nullcontext()
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16

@@ -159,8 +159,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with each BatchNorm folded into the convolution before it.
 
     In inference a BatchNorm is a fixed per-channel scale and shift, which the preceding
-    convolution can absorb: the same function (within float rounding) without the separate pass
-    over every activation map (4 of 87 ms of a 1-megapixel mask under cProfile). A copy, so the
+    convolution can absorb: the same function (within float rounding) without a separate pass
+    over every activation map. A copy, so the
     caller's model (a training run's, between epochs) keeps its BatchNorm layers and mode.
     """
     folded = copy.deepcopy(model).eval()

@@ -23,9 +23,9 @@ GUIDES = ("rgb", "luma")
 # al.'s colour guided filter) or its luma. Chosen on the validation split with
 # benchmarks/refine_quality.py --sweep (docs/SERVING.md): an RGB guide with a 1/16 radius had the
 # best boundary F and IoU of the settings tried, for weak and well-trained checkpoints alike.
-# Work size 320 rather than 512: boundary F 0.6638 vs 0.6659 and the same IoU (0.8925 vs 0.8926) on
-# the 366 validation pairs, for a fit 4x cheaper (11 vs 42 ms with 2 threads): what keeps a served
-# 1-megapixel mask under 100 ms (docs/BENCHMARKS.md).
+# Work size 320 rather than 512: the same IoU and boundary F on the validation split for a fit about
+# four times cheaper, which keeps a served 1-megapixel mask within its latency target
+# (docs/BENCHMARKS.md, "Design choices in the code").
 WORK_SIZE = 320
 RADIUS_FRACTION = 1 / 16
 EPS = 1e-3
@@ -49,7 +49,7 @@ def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     """Mean over a window of 2r+1 along ``dim``, clipped at the borders, from a running sum.
 
     The cost per pixel does not depend on ``r``: with a 1/16 radius, ``avg_pool2d``'s direct
-    window sums made the refinement ~10x slower than the network itself. Each window sum is
+    window sums made the refinement several times slower than the network itself. Each window sum is
     ``c[min(i + r, n - 1)] - c[i - r - 1]`` (nothing to subtract near the start), written as two
     slice copies and one in-place subtraction: no padded copy of the running sum, which on a
     2-core VM cost as much as the sum itself. float32 is enough at the working size (sums of
@@ -82,9 +82,9 @@ def _pixels(image: Image.Image, guide: str, size: tuple[int, int] | None = None)
     """The guide's uint8 pixels (HxW luma or HxWx3 RGB), optionally resized first.
 
     The working-size guide is box-reduced by the largest whole factor first (``reducing_gap=1``)
-    and then resized bilinearly: 3.3 instead of 7.6 ms at 1 megapixel (the coefficients fitted on
-    it are smoothed over a 40-pixel window anyway). On the 366 validation pairs: IoU 0.9291 /
-    0.8830 vs 0.9291 / 0.8832, boundary F 0.6912 / 0.7891 vs 0.6915 / 0.7903 (eg1800 / ccp).
+    and then resized bilinearly: half the time of a plain bilinear resize, and the coefficients
+    fitted on it are smoothed over a 40-pixel window anyway, so the validation figures do not
+    move (docs/BENCHMARKS.md, "Design choices in the code").
     """
     img = image.convert("L") if guide == "luma" else image.convert("RGB") if image.mode != "RGB" else image
     if size is not None and size != img.size:
@@ -175,7 +175,7 @@ def apply(coeffs: torch.Tensor, pixels: np.ndarray, band_rows: int = BAND_ROWS) 
     Equal to upsampling ``coeffs`` bilinearly to the photo's size and applying them, but the
     full-size coefficient maps never exist: the horizontal pass runs once on the few low-res
     rows, and each band of output rows is interpolated, multiplied by the guide and quantised
-    while it is still in cache (3x faster at 12 megapixels, and ~200 MB less memory).
+    while it is still in cache (faster at camera sizes, and no full-size float maps in memory).
     """
     height, width = pixels.shape[:2]
     channels, rows = coeffs.shape[0] - 1, coeffs.shape[1]
