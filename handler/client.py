@@ -18,22 +18,18 @@ keeps working. ``--url``/``--key``/``--key-file`` point it at another server.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import mimetypes
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from handler import contract
 
@@ -65,15 +61,16 @@ class Result:
         return ".jpg" if self.content_type == "image/jpeg" else ".png"
 
 
-def _error_message(r: requests.Response) -> str:
+def _error_message(r: contract.Answer) -> str:
     """The handler's ``{"error"}`` or TorchServe's ``{"message"}``, else the raw text."""
+    raw = r.body.decode("utf-8", "replace")
     try:
-        body = r.json()
-        text = body.get("error") or body.get("message") or json.dumps(body)
+        body = json.loads(raw)
+        text = (body.get("error") or body.get("message") or json.dumps(body)) if isinstance(body, dict) else raw
     except ValueError:
-        text = r.text.strip()[:300] or r.reason
-    message = f"HTTP {r.status_code}: {text}"
-    if r.status_code >= 500 and "worker died" in str(text).lower():
+        text = raw.strip()[:300] or r.reason
+    message = f"HTTP {r.status}: {text}"
+    if r.status >= 500 and "worker died" in str(text).lower():
         # TorchServe's answer for the requests a worker held when its process ended (killed, often for
         # lack of memory, or crashed); it starts a new worker, so a retry usually works.
         message += ("\n  the server's model worker died (killed, often for lack of memory, or crashed) and is "
@@ -83,10 +80,11 @@ def _error_message(r: requests.Response) -> str:
 
 
 class Client:
-    """Talks to ``/predictions/<model>``; thread-safe (one ``requests.Session`` per thread).
+    """Talks to ``/predictions/<model>``; thread-safe (one kept-alive connection per thread).
 
     ``timeout`` bounds each whole request (upload, processing, answer), not each socket read: a
-    stuck or trickling server gets a ``ClientError`` after ``timeout`` seconds.
+    stuck or trickling server gets a ``ClientError`` after ``timeout`` seconds. The request goes
+    through ``contract.post`` under ``contract.run_with_deadline``, the transport the GIMP plug-in uses.
     """
 
     def __init__(self, url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, key: str | None = None,
@@ -136,29 +134,30 @@ class Client:
                                   "Check that --key-file belongs to the server at --url") from None
             return self._key
 
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            session = requests.Session()
-            adapter = _DeadlineAdapter()
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-        return self._local.session
+    def _post(self, body: bytes, headers: Mapping[str, str]) -> contract.Answer:
+        """One POST within ``timeout``, on this thread's kept-alive connection; ``ClientError`` when the
+        server cannot be reached, hangs up or runs past the deadline."""
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None  # a request that fails leaves no connection to reuse
+        try:
+            answer, self._local.connection = contract.run_with_deadline(
+                lambda deadline: contract.post(self.predictions_url, body, headers, deadline, connection),
+                self.timeout)
+        except (contract.DeadlineExceeded, OSError, http.client.HTTPException) as exc:
+            raise self._failure(exc) from None
+        return answer
 
-    def _failure(self, exc: requests.RequestException, deadline: _Deadline) -> ClientError:
+    def _failure(self, exc: BaseException) -> ClientError:
         """A transport failure (no HTTP status) in words: refused, timed out, or dropped mid-request."""
-        causes = _causes(exc)
-        late = ClientError(f"no answer from {self.url} within {self.timeout:g} s: the server is busy or stuck "
-                           "(`.venv/bin/python -m handler.serve status`); a larger --timeout helps for huge photos")
-        if deadline.fired or (isinstance(exc, requests.Timeout) and not isinstance(exc, requests.ConnectionError)):
-            return late
-        if any(isinstance(c, (ConnectionRefusedError, urllib3.exceptions.NewConnectionError)) for c in causes):
+        if isinstance(exc, (contract.DeadlineExceeded, TimeoutError, socket.timeout)):
+            # also an upload that stalled because the server stopped reading
+            return ClientError(f"no answer from {self.url} within {self.timeout:g} s: the server is busy or stuck "
+                               "(`.venv/bin/python -m handler.serve status`); a larger --timeout helps for huge "
+                               "photos")
+        if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
             return ClientError(f"cannot connect to {self.url}: is the server running (`make serve`)?")
-        if any(isinstance(c, (TimeoutError, socket.timeout)) for c in causes):
-            return late  # e.g. an upload that stalled because the server stopped reading
-        root = next((c for c in reversed(causes) if not type(c).__module__.startswith(("requests", "urllib3"))), exc)
         return ClientError(f"the server at {self.url} closed the connection before answering "
-                           f"({type(root).__name__}: {root}): it was stopped or restarted, or its worker died. "
+                           f"({type(exc).__name__}: {exc}): it was stopped or restarted, or its worker died. "
                            "Check `.venv/bin/python -m handler.serve status` and serve/logs/, then retry")
 
     def process(self, image: bytes | str | Path, *, mode: str = "composite", background: str | None = None,
@@ -169,25 +168,17 @@ class Client:
         data = {"mode": mode, "background": background, "format": format, "refine": refine, "tta": tta,
                 "blur_radius": None if blur_radius is None else str(blur_radius),
                 "quality": None if quality is None else str(quality)}
-        files = {"image": _file_part(image, "image")}
+        files = {contract.IMAGE_FIELD: _file_part(image, "image")}
         if background_image is not None:
-            files["background"] = _file_part(background_image, "background")
-        fields = {k: v for k, v in data.items() if v is not None}
+            files[contract.BACKGROUND_FIELD] = _file_part(background_image, "background")
+        body, content_type = _multipart({k: v for k, v in data.items() if v is not None}, files)
         key = self.key()
         for attempt in (0, 1):
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            deadline = _Deadline(self.timeout)
-            try:
-                with deadline:
-                    r = self._session().post(self.predictions_url, files=files, data=fields, headers=headers,
-                                             timeout=self.timeout)
-            except requests.RequestException as exc:
-                raise self._failure(exc, deadline) from None
-            if deadline.fired:  # cut at the deadline just as the answer completed: treat it as late
-                raise self._failure(requests.Timeout(), deadline)
-            if r.status_code == 200:
-                return Result(r.content, r.headers.get("Content-Type", ""), dict(r.headers))
-            invalid_key = contract.is_invalid_key_answer(r.status_code, r.text)
+            headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {key}"} if key else {})}
+            r = self._post(body, headers)
+            if r.status == 200:
+                return Result(r.body, r.headers.get("Content-Type", ""), dict(r.headers.items()))
+            invalid_key = contract.is_invalid_key_answer(r.status, r.body)
             if invalid_key and attempt == 0:
                 key = self._renewed_key(key)  # expired or rotated: renew from the key file, retry once
                 if key is not None:
@@ -195,82 +186,24 @@ class Client:
             message = _error_message(r)
             if invalid_key:
                 message += _key_hint(self.typed_key)
-            raise ClientError(message, r.status_code)
+            raise ClientError(message, r.status)
         raise AssertionError("unreachable")
 
 
-# --- a deadline for the whole request -------------------------------------------------------------
-#
-# requests' ``timeout`` (like urllib's) bounds each socket operation, not the request: a server that
-# sends one byte every few seconds, or a stalled upload, would hold a client for ever. A watchdog
-# timer shuts down the socket the thread is using once the request's time is up, which makes the
-# blocked call fail at once. The connection classes below only record which connection a thread is
-# using; everything else is urllib3's own code.
-
-_IN_USE: dict[int, urllib3.connection.HTTPConnection] = {}  # thread id -> connection of its request
-
-
-class _Recording:
-    """Mixin: note the connection as the current thread's before each request goes out."""
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _IN_USE[threading.get_ident()] = self  # type: ignore[assignment]  (always mixed into an HTTPConnection)
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-
-class _RecordingHTTPConnection(_Recording, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _RecordingHTTPSConnection(_Recording, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _RecordingHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _RecordingHTTPConnection
-
-
-class _RecordingHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _RecordingHTTPSConnection
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter with connections that a ``_Deadline`` can cut."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _RecordingHTTPPool, "https": _RecordingHTTPSPool}
-
-
-class _Deadline:
-    """``with _Deadline(s):`` shuts down the calling thread's connection if the block runs past ``s``."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.fired = False
-        self._thread = threading.get_ident()
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-
-    def _cut(self) -> None:
-        conn = _IN_USE.get(self._thread)
-        sock = getattr(conn, "sock", None)
-        self.fired = True
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # the blocked send/recv returns at once
-            except OSError:
-                pass
-
-    def __enter__(self) -> _Deadline:
-        self._thread = threading.get_ident()
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        self._timer.join()  # a cut in progress ends before this thread sends its next request
-        _IN_USE.pop(self._thread, None)
+def _multipart(fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body (docs/API.md) and its content type; file names are made ASCII."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                     + value.encode("utf-8") + b"\r\n")
+    for name, (filename, data, ctype) in files.items():
+        safe = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
+                f"Content-Type: {ctype}\r\n\r\n")
+        parts.append(head.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def _key_hint(typed: bool) -> str:
@@ -281,20 +214,6 @@ def _key_hint(typed: bool) -> str:
                 "current one (`.venv/bin/python -m handler.serve key`)")
     return ("\n  the key file's inference key was refused even after a renewal: the key file belongs to "
             "another server than --url (pass the matching --key-file), or pass --key")
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps (requests -> urllib3 -> socket errors), outermost first."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 20:
-        e = todo.pop(0)
-        if any(e is s for s in seen):
-            continue
-        seen.append(e)
-        todo += [x for x in (getattr(e, "reason", None), e.__cause__, e.__context__, *e.args)
-                 if isinstance(x, BaseException)]
-    return seen
 
 
 def _file_part(source: bytes | str | Path, name: str) -> tuple[str, bytes, str]:

@@ -239,12 +239,7 @@ def fetch_mask(layer: Gimp.Layer, opts: Options, progress: Progress, temps: Temp
 
     progress.stage(f"waiting for the server at {opts.server.url}", 0.35, 0.6)
     t0 = time.monotonic()
-    answer = core.run_with_deadline(
-        lambda: core.request_mask(opts.server, png),
-        opts.server.timeout,
-        Gimp.progress_pulse,
-        lambda: core.timeout_message(opts.server),
-    )
+    answer = core.request_mask(opts.server, png, tick=Gimp.progress_pulse)  # bounded by Timeout as a whole
     _log(f"mask answer {len(answer)} bytes in {time.monotonic() - t0:.2f} s")
     core.check_mask_png(answer, w, h, opts.server.url)
 

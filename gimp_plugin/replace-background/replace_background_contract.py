@@ -11,19 +11,28 @@ fails when the copy differs (refresh it with ``make plugin-contract``), so the t
 Hence the rules of this file: the standard library only, no import from this project, nothing that
 needs a package's state. Adding a request option means adding it to ``OPTION_HEADERS`` (and, when it
 has a fixed set of values, a tuple of them below); ``handler/request.py`` validates it.
+
+Both clients also send their requests through the one transport at the end of this file: ``post``
+bounded as a whole by ``run_with_deadline`` (a per-socket timeout does not bound a request).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
 import shlex
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.client import HTTPException
+from typing import TypeVar
 
 # --- where the server is ---------------------------------------------------------------------------
 
@@ -201,3 +210,150 @@ def fresh_inference_key(key_file: str | os.PathLike[str], refused: str, manageme
         raise KeyFileError(f"cannot reach the management address {management_url} to renew the inference key "
                         f"({reason})") from None
     return key_of(read_key_file(key_file), "inference", key_file)
+
+
+# --- one request, bounded as a whole ------------------------------------------------------------------
+
+T = TypeVar("T")
+_CUT_GRACE_S = 2.0  # how long a cut request may take to notice that its socket is gone
+
+
+class DeadlineExceeded(Exception):
+    """The whole request (connect, upload, wait, answer) ran past its deadline."""
+
+
+class Deadline:
+    """A time limit for a whole request, kept by shutting down the socket the request is on.
+
+    A socket timeout bounds each read or write, not the request: a server that sends a byte every few
+    seconds, or stops reading an upload, would hold a client for ever. ``post`` registers its socket
+    with ``use``; ``cut`` shuts it down, so the call blocked on it fails at once and the thread doing
+    the request ends, instead of being left behind.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def left(self) -> float:
+        """Seconds left, never negative; a socket's own timeout is set to this, the cut does the rest."""
+        return max(0.0, self.end - time.monotonic())
+
+    def use(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired and sock is not None:
+                _shutdown(sock)
+
+    def cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                _shutdown(self._sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # a blocked send/recv on it returns at once
+    except OSError:
+        pass
+
+
+def run_with_deadline(work: Callable[[Deadline], T], seconds: float, tick: Callable[[], None] | None = None,
+                      period: float = 0.1) -> T:
+    """``work(deadline)`` in a worker thread, ``tick()`` every ``period`` s in this one while it runs.
+
+    Why a thread: a call blocked on a socket cannot move GIMP's progress bar, so the calling thread
+    pulses it. At the deadline the work's socket is cut and ``DeadlineExceeded`` raised once the worker
+    has stopped (within ``_CUT_GRACE_S``); otherwise the work's result, or its exception.
+    """
+    deadline = Deadline(seconds)
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(work(deadline))
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="request-with-deadline", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        left = deadline.left()
+        if left <= 0:
+            deadline.cut()
+            worker.join(_CUT_GRACE_S)
+            raise DeadlineExceeded(f"no answer within {seconds:g} s")
+        worker.join(min(period, left))
+        if tick is not None and worker.is_alive():
+            tick()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of any status; ``headers`` is looked up without regard to case."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str], deadline: Deadline,
+         connection: http.client.HTTPConnection | None = None) -> tuple[Answer, http.client.HTTPConnection]:
+    """POST ``body`` to ``url`` within ``deadline``; return the answer and the connection, which the
+    caller may pass back for its next request (keep-alive) unless the server closed it.
+
+    Proxies are never used: the photo goes to the server named and nowhere else (an ``http_proxy``
+    would also break a 127.0.0.1 server). A kept-alive connection that the server has meanwhile
+    closed is replaced once by a new one; a new connection that fails raises (``ConnectionRefusedError``
+    when nothing listens, ``ConnectionResetError``/``RemoteDisconnected``/``BrokenPipeError`` when the
+    server hung up, ``TimeoutError``/``OSError`` when the deadline cut it).
+    """
+    parts = urllib.parse.urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    reused = connection is not None and connection.sock is not None
+    if not reused:
+        connection = _connect(parts, deadline)
+    try:
+        return _exchange(connection, path, body, headers, deadline), connection
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        connection.close()
+        if not reused or deadline.expired:
+            raise
+    connection = _connect(parts, deadline)  # the kept-alive connection had been closed by the server
+    try:
+        return _exchange(connection, path, body, headers, deadline), connection
+    except BaseException:
+        connection.close()
+        raise
+
+
+def _connect(parts: urllib.parse.SplitResult, deadline: Deadline) -> http.client.HTTPConnection:
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=max(deadline.left(), 0.001))
+    connection.connect()
+    return connection
+
+
+def _exchange(connection: http.client.HTTPConnection, path: str, body: bytes, headers: Mapping[str, str],
+              deadline: Deadline) -> Answer:
+    try:
+        connection.sock.settimeout(max(deadline.left(), 0.001))
+        deadline.use(connection.sock)
+        connection.request("POST", path, body=body, headers=dict(headers))
+        answer = connection.getresponse()
+        data = answer.read()
+        return Answer(answer.status, answer.reason, answer.headers, data)
+    except BaseException:
+        connection.close()  # never reuse a connection left in an unknown state
+        raise
+    finally:
+        deadline.use(None)

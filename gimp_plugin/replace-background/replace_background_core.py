@@ -22,16 +22,12 @@ import shlex
 import socket
 import struct
 import sys
-import threading
-import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import TypeVar
 
 import replace_background_contract as contract
 
@@ -61,7 +57,6 @@ __all__ = [
     "request_mask",
     "resolve_key",
     "resolve_server",
-    "run_with_deadline",
 ]
 
 DEFAULT_URL = contract.INFERENCE_URL
@@ -396,20 +391,19 @@ def renewed(settings: ServerSettings) -> ServerSettings | None:
     return dataclasses.replace(settings, key=key)
 
 
-def build_mask_request(settings: ServerSettings, png: bytes) -> urllib.request.Request:
-    """The ``mode=mask`` request of docs/API.md as a raw PNG body with ``X-`` option headers.
+def build_mask_request(settings: ServerSettings) -> tuple[str, dict[str, str]]:
+    """The URL and headers of the ``mode=mask`` request of docs/API.md: a raw PNG body, ``X-`` options.
 
     A raw body is simpler and cheaper than multipart for a single image; ``Content-Type`` is
     mandatory because TorchServe treats a body without one as a form and fails.
     """
-    headers = {"Content-Type": "image/png", "X-Mode": "mask", "Accept": "image/png, application/json"}
+    headers = {"Content-Type": "image/png", contract.OPTION_HEADERS["mode"]: "mask",
+               "Accept": "image/png, application/json"}
     if settings.tta != "none":
-        headers["X-TTA"] = settings.tta
+        headers[contract.OPTION_HEADERS["tta"]] = settings.tta
     if settings.key:
         headers["Authorization"] = "Bearer " + settings.key
-    return urllib.request.Request(
-        predictions_url(settings.url, settings.model), data=png, headers=headers, method="POST"
-    )
+    return predictions_url(settings.url, settings.model), headers
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -549,24 +543,32 @@ def timeout_message(settings: ServerSettings) -> str:
     )
 
 
-def request_mask(settings: ServerSettings, png: bytes) -> bytes:
+def request_mask(settings: ServerSettings, png: bytes, tick: Callable[[], None] | None = None) -> bytes:
     """POST the PNG and return the answer body, or raise ``PluginError`` with cause and fix.
 
-    A key from a key file that the server refuses (expired after ``token_expiration_min``, or
-    rotated) is renewed with the file's API key and the request sent once more, so a server that
-    has run all day still works with no user action. Proxies from the environment are deliberately
-    ignored: the photo goes to the server the user named and nowhere else (and an ``http_proxy``
-    would break a 127.0.0.1 server anyway).
+    The whole exchange is bounded by the user's Timeout (``contract.run_with_deadline``, the transport
+    the batch client uses too), and ``tick`` (GIMP's progress pulse) runs in the calling thread while
+    it waits. A key from a key file that the server refuses (expired after ``token_expiration_min``,
+    or rotated) is renewed with the file's API key and the request sent once more, so a server that
+    has run all day still works with no user action. Proxies are never used: the photo goes to the
+    server the user named and nowhere else.
     """
     try:
-        return _post_mask(settings, png)
+        return contract.run_with_deadline(lambda deadline: _ask(settings, png, deadline), settings.timeout, tick)
+    except contract.DeadlineExceeded:
+        raise PluginError(timeout_message(settings)) from None
+
+
+def _ask(settings: ServerSettings, png: bytes, deadline: contract.Deadline) -> bytes:
+    try:
+        return _post_mask(settings, png, deadline)
     except _RefusedKey as refused:
         fresh = renewed(settings)
         if fresh is None:
             raise PluginError(refused.message) from None
         _log_renewal(settings)
     try:
-        return _post_mask(fresh, png)
+        return _post_mask(fresh, png, deadline)
     except _RefusedKey as refused:
         raise PluginError(refused.message) from None
 
@@ -585,65 +587,25 @@ def _log_renewal(settings: ServerSettings) -> None:
           file=sys.stderr, flush=True)
 
 
-def _post_mask(settings: ServerSettings, png: bytes) -> bytes:
+def _post_mask(settings: ServerSettings, png: bytes, deadline: contract.Deadline) -> bytes:
     """One POST of the mask request; ``_RefusedKey`` for a refused key, ``PluginError`` for the rest."""
-    request = build_mask_request(settings, png)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url, headers = build_mask_request(settings)
     try:
-        with opener.open(request, timeout=settings.timeout) as resp:
-            body = resp.read()
-            ctype = resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as exc:
-        try:
-            err_body = exc.read(_ERROR_BODY_LIMIT)
-        except (OSError, HTTPException):
-            err_body = b""
-        message = explain_http_error(exc.code, err_body, settings)
-        if contract.is_invalid_key_answer(exc.code, err_body):
-            raise _RefusedKey(message) from None
-        raise PluginError(message) from None
-    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        answer, connection = contract.post(url, png, headers, deadline)
+        connection.close()
+    except (OSError, HTTPException) as exc:
         raise PluginError(explain_url_error(exc, settings)) from None
-    if not body.startswith(PNG_SIGNATURE):
+    if not 200 <= answer.status < 300:
+        body = answer.body[:_ERROR_BODY_LIMIT]
+        message = explain_http_error(answer.status, body, settings)
+        if contract.is_invalid_key_answer(answer.status, body):
+            raise _RefusedKey(message)
+        raise PluginError(message)
+    if not answer.body.startswith(PNG_SIGNATURE):
+        ctype = answer.headers.get("Content-Type", "")
         raise PluginError(
             f"The server at {settings.url} answered {ctype or 'without a Content-Type'} instead of a PNG mask "
-            f"({_short(body[:200].decode('utf-8', 'replace')) or 'empty body'!r}). Fix: check that Server URL "
+            f"({_short(answer.body[:200].decode('utf-8', 'replace')) or 'empty body'!r}). Fix: check that Server URL "
             "is this project's TorchServe inference address (port 8080 by default)."
         )
-    return body
-
-
-T = TypeVar("T")
-
-
-def run_with_deadline(
-    work: Callable[[], T], timeout: float, tick: Callable[[], None], on_timeout: Callable[[], str], period: float = 0.1
-) -> T:
-    """Run ``work`` in a worker thread, calling ``tick`` (GIMP's progress pulse) until it ends.
-
-    Why a thread: urllib's timeout is per socket operation, so a server that trickles bytes could
-    hold GIMP far longer than the user's Timeout; and a blocked call cannot move the progress bar.
-    On overrun the (daemon) thread is abandoned and ``PluginError(on_timeout())`` is raised.
-    """
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(work())
-        except BaseException as exc:  # handed to the caller's thread below
-            failure.append(exc)
-
-    worker = threading.Thread(target=target, name="replace-background-request", daemon=True)
-    deadline = time.monotonic() + timeout
-    worker.start()
-    while worker.is_alive():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise PluginError(on_timeout())
-        worker.join(min(period, left))
-        if worker.is_alive():
-            tick()
-    if failure:
-        raise failure[0]
-    return result[0]
+    return answer.body

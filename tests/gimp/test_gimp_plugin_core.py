@@ -190,12 +190,12 @@ def test_predictions_url() -> None:
 
 def test_mask_request_headers() -> None:
     """A raw PNG body with the mask mode; X-TTA only when a mirror pass is asked for."""
-    plain = core.build_mask_request(core.ServerSettings(url="http://h:1", key="k"), b"PNG")
-    assert plain.full_url == "http://h:1/predictions/person_segmenter" and plain.get_method() == "POST"
-    assert plain.get_header("Content-type") == "image/png" and plain.get_header("X-mode") == "mask"
-    assert plain.get_header("Authorization") == "Bearer k" and plain.get_header("X-tta") is None
-    flip = core.build_mask_request(core.ServerSettings(url="http://h:1", tta="flip"), b"PNG")
-    assert flip.get_header("X-tta") == "flip" and flip.get_header("Authorization") is None
+    url, plain = core.build_mask_request(core.ServerSettings(url="http://h:1", key="k"))
+    assert url == "http://h:1/predictions/person_segmenter"
+    assert plain["Content-Type"] == "image/png" and plain["X-Mode"] == "mask"
+    assert plain["Authorization"] == "Bearer k" and "X-TTA" not in plain
+    _, flip = core.build_mask_request(core.ServerSettings(url="http://h:1", tta="flip"))
+    assert flip["X-TTA"] == "flip" and "Authorization" not in flip
 
 
 def test_read_key_file(tmp_path: Path) -> None:
@@ -388,28 +388,3 @@ def test_socket_timeout_is_reported(fake: FakeMaskServer) -> None:
     s = _settings(fake.url, key="sekret", model="fault-slow", timeout=0.5)
     with pytest.raises(core.PluginError, match=r"did not answer within 0\.5 s"):
         core.request_mask(s, _photo_png())
-
-
-# --- the deadline runner ---------------------------------------------------------------------------
-
-
-def test_run_with_deadline() -> None:
-    ticks: list[int] = []
-    assert core.run_with_deadline(lambda: 42, 5, lambda: ticks.append(1), lambda: "late") == 42
-
-    def slow() -> int:
-        time.sleep(0.35)
-        return 7
-
-    assert core.run_with_deadline(slow, 5, lambda: ticks.append(1), lambda: "late", period=0.05) == 7
-    assert len(ticks) >= 3  # the progress bar moved while waiting
-
-    def boom() -> None:
-        raise core.PluginError("inner")
-
-    with pytest.raises(core.PluginError, match="inner"):
-        core.run_with_deadline(boom, 5, lambda: None, lambda: "late")
-    t0 = time.monotonic()
-    with pytest.raises(core.PluginError, match="too late"):
-        core.run_with_deadline(lambda: time.sleep(5), 0.3, lambda: None, lambda: "too late")
-    assert time.monotonic() - t0 < 2

@@ -16,7 +16,7 @@ from handler.person_handler import PersonSegmenterHandler
 from segmenter.inference import Segmenter
 from segmenter.preprocess import MEAN, STD
 from tests.conftest import build_tiny_checkpoint
-from tests.handler.fakes import FakeContext
+from tests.handler.fakes import worker_context
 
 
 class BrightnessModel(nn.Module):
@@ -37,13 +37,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def handler(model_dir: Path) -> PersonSegmenterHandler:
     h = PersonSegmenterHandler()
-    h.initialize(FakeContext(model_dir))
+    h.initialize(worker_context(model_dir))
     return h
 
 
 @pytest.fixture(scope="module")
 def stub_handler(model_dir: Path) -> PersonSegmenterHandler:
     h = PersonSegmenterHandler()
-    h.initialize(FakeContext(model_dir))
+    h.initialize(worker_context(model_dir))
     h.segmenter = Segmenter(BrightnessModel(), 96, "cpu", amp=False)
     return h

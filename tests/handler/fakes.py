@@ -1,62 +1,50 @@
-"""Stand-ins for TorchServe's per-batch ``Context``, so the handler runs in-process in tests, and
-``run`` to send one batch through the handler exactly as TorchServe would."""
+"""TorchServe's own per-batch ``Context``, built as a worker builds it, so the handler runs in-process in
+tests; and ``run`` to send one batch through the handler exactly as a worker would.
+
+A hand-written stand-in context used to live here; it could not show what TorchServe's real one does
+(the inherited explain path that failed in a real worker, per-request status and headers kept in
+``RequestProcessor`` objects, request headers merged with per-field content types). ``run`` builds
+the batch in the worker's message format and lets ``ts.service.Service.retrieve_data_for_inference``
+turn it into request rows and ``RequestProcessor`` objects, then calls ``handle`` as
+``Service.predict`` does.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+import ts
 from PIL import Image
+from ts.context import Context
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.service import Service
+
+_METRICS_CONFIG = os.path.join(os.path.dirname(ts.__file__), "configs", "metrics.yaml")
 
 
-class FakeContext:
-    """The parts of ``ts.context.Context`` the handler uses, recording what it sets per index."""
-
-    def __init__(self, model_dir: str | Path, headers: list[dict[str, str]] | None = None,
-                 model_yaml_config: dict[str, Any] | None = None) -> None:
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 1}
-        self.model_yaml_config = model_yaml_config or {"minWorkers": 1, "maxWorkers": 1}
-        self.manifest = {"model": {"modelName": "person_segmenter", "serializedFile": "weights.pt"}}
-        self.metrics = _NullMetrics()
-        self.set_batch(headers or [{}])
-
-    def set_batch(self, headers: list[dict[str, str]]) -> None:
-        """Start a new batch: one header dict per request, responses reset."""
-        self.headers = headers
-        self.status = [(200, None)] * len(headers)
-        self.content_type: list[str | None] = [None] * len(headers)
-        self.response_headers: list[dict[str, str]] = [{} for _ in headers]
-
-    def get_request_header(self, idx: int, key: str) -> Any:
-        return self.headers[idx].get(key)
-
-    def get_all_request_header(self, idx: int) -> dict[str, Any]:
-        return self.headers[idx]
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        self.content_type[idx] = value
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.status[idx] = (code, phrase)
-
-    def set_response_header(self, idx: int, key: str, value: str) -> None:
-        self.response_headers[idx][key] = value
-
-
-class _NullMetrics:
-    def add_time(self, *args: Any, **kwargs: Any) -> None:
-        pass
+def worker_context(model_dir: str | Path, model_yaml_config: dict[str, Any] | None = None) -> Context:
+    """A ``ts.context.Context`` with the arguments and metrics cache a model worker gives it."""
+    metrics = MetricsCacheYamlImpl(config_file_path=_METRICS_CONFIG)
+    metrics.initialize_cache()
+    metrics.set_request_ids(str(uuid.uuid4()))  # as ts.model_loader does while the model loads
+    manifest = {"model": {"modelName": "person_segmenter", "serializedFile": "weights.pt"}}
+    return Context("person_segmenter", str(model_dir), manifest, 1, None, ts.__version__, True, metrics,
+                   model_yaml_config or {"minWorkers": 1, "maxWorkers": 1})
 
 
 class Answer:
-    """What the handler answered for one request of a batch."""
+    """What the handler answered for one request of a batch, read back through the Context."""
 
-    def __init__(self, ctx: FakeContext, idx: int, body: bytes) -> None:
-        self.status, self.reason = ctx.status[idx]
-        self.content_type = ctx.content_type[idx]
-        self.headers = ctx.response_headers[idx]
+    def __init__(self, ctx: Context, idx: int, body: bytes) -> None:
+        self.status, self.reason = ctx.get_response_status(idx)
+        headers = ctx.get_response_headers(idx)
+        self.content_type = headers.get("content-type")
+        self.headers = {k: v for k, v in headers.items() if k != "content-type"}
         self.body = body
 
     def image(self) -> Image.Image:
@@ -70,12 +58,22 @@ class Answer:
         return json.loads(self.body)["error"]
 
 
-def run(h: Any, rows: list[dict[str, Any]], headers: list[dict[str, str]] | None = None
-        ) -> list[Answer]:
-    """One batch through ``handle`` exactly as TorchServe calls it."""
+def _message(row: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """One request as the frontend hands it to a worker (values already decoded by their content type)."""
+    return {"requestId": uuid.uuid4().hex.encode(),
+            "parameters": [{"name": k, "value": v, "contentType": "application/octet-stream"} for k, v in row.items()],
+            "headers": [{"name": k.encode(), "value": v.encode()} for k, v in headers.items()]}
+
+
+def run(h: Any, rows: list[dict[str, Any]], headers: list[dict[str, str]] | None = None) -> list[Answer]:
+    """One batch through ``handle`` exactly as ``ts.service.Service.predict`` calls it."""
     ctx = h.context
-    ctx.set_batch(headers or [{} for _ in rows])
-    out = h.handle(rows, ctx)
+    batch = [_message(row, hdr) for row, hdr in zip(rows, headers or [{} for _ in rows], strict=True)]
+    processors, input_batch, req_ids = Service.retrieve_data_for_inference(batch)
+    ctx.request_ids = req_ids
+    ctx.request_processor = processors
+    ctx.metrics.request_ids = req_ids
+    out = h.handle(input_batch, ctx)
     assert len(out) == len(rows)
     return [Answer(ctx, i, body) for i, body in enumerate(out)]
 

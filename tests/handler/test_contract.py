@@ -13,8 +13,10 @@ import ast
 import inspect
 import json
 import os
+import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -222,3 +224,36 @@ def test_renewal_failures_say_why(tmp_path: Path) -> None:
     with pytest.raises(contract.KeyFileError, match="cannot reach the management address"):
         contract.fresh_inference_key(key_file, "I1", f"http://127.0.0.1:{serve.free_port()}", timeout=5)
     assert contract.key_of(contract.read_key_file(key_file), "inference") == "I1"  # unchanged
+
+
+# --- the one whole-request deadline (both clients; hanging servers: tests/reliability/test_client_failures.py) ---
+
+def test_run_with_deadline_ticks_returns_and_raises() -> None:
+    ticks: list[int] = []
+    assert contract.run_with_deadline(lambda d: 42, 5, lambda: ticks.append(1)) == 42
+
+    def slow(deadline: contract.Deadline) -> int:
+        time.sleep(0.35)
+        return 7 if deadline.left() > 0 else -1
+
+    assert contract.run_with_deadline(slow, 5, lambda: ticks.append(1), period=0.05) == 7
+    assert len(ticks) >= 3  # the progress bar moved while waiting
+
+    def boom(deadline: contract.Deadline) -> None:
+        raise ValueError("inner")
+
+    with pytest.raises(ValueError, match="inner"):
+        contract.run_with_deadline(boom, 5)
+
+
+def test_the_deadline_cuts_the_socket_and_the_worker_ends() -> None:
+    """A request blocked on a socket ends when the deadline shuts the socket down: no thread is left."""
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) but never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/predictions/x"
+    before = threading.active_count()
+    t0 = time.monotonic()
+    with pytest.raises(contract.DeadlineExceeded):
+        contract.run_with_deadline(lambda d: contract.post(url, b"x" * 100, {"Content-Type": "image/png"}, d), 0.5)
+    assert time.monotonic() - t0 < 3
+    assert threading.active_count() == before
+    listener.close()

@@ -1,4 +1,4 @@
-"""The TorchServe handler in-process, with a fake context: every mode, format, input kind and error."""
+"""The TorchServe handler in-process, on TorchServe's own Context: every mode, format, input kind and error."""
 
 from __future__ import annotations
 

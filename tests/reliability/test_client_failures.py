@@ -1,10 +1,11 @@
 """Both clients against servers that hang, trickle, drop the connection or lose their worker.
 
-``handler.client.Client`` and the GIMP plug-in's standard-library core (run the way the plug-in
-runs it: ``request_mask`` inside ``run_with_deadline``) must give up at their timeout, whatever the
-server does, and say what happened in words a user can act on: a dropped connection is not
+``handler.client.Client`` and the GIMP plug-in's standard-library core (``request_mask``, as the
+plug-in calls it) must give up at their timeout, whatever the server does, and say what happened
+in words a user can act on: a dropped connection is not
 "cannot connect", a dead worker is not just "out of memory". No TorchServe needed; the real
-server stopping mid-request is in test_server_stop.py.
+server stopping mid-request is in test_server_stop.py. Both send through the one transport,
+``post`` under ``run_with_deadline`` of handler/contract.py.
 """
 
 from __future__ import annotations
@@ -35,10 +36,8 @@ import replace_background_core as core  # noqa: E402
 
 
 def plugin_request(url: str, body: bytes, timeout: float = TIMEOUT) -> bytes:
-    """What replace-background.py does: ``request_mask`` in a thread, bounded by the user's Timeout."""
-    settings = core.ServerSettings(url=url, key="k", timeout=timeout)
-    return core.run_with_deadline(lambda: core.request_mask(settings, body), timeout, lambda: None,
-                                  lambda: core.timeout_message(settings))
+    """What replace-background.py does: ``request_mask``, bounded as a whole by the user's Timeout."""
+    return core.request_mask(core.ServerSettings(url=url, key="k", timeout=timeout), body, tick=lambda: None)
 
 
 def elapsed(fn, *args) -> tuple[BaseException, float]:

@@ -56,9 +56,7 @@ def test_stopping_the_server_mid_request_fails_both_clients_at_once(dedicated_se
 
     threads = [
         threading.Thread(target=ask, args=("client", lambda: client.process(photo, mode="composite"))),
-        threading.Thread(target=ask, args=("plugin", lambda: core.run_with_deadline(
-            lambda: core.request_mask(settings, layer), TIMEOUT, lambda: None,
-            lambda: core.timeout_message(settings)))),
+        threading.Thread(target=ask, args=("plugin", lambda: core.request_mask(settings, layer, tick=lambda: None))),
     ]
     for t in threads:
         t.start()
