@@ -51,6 +51,19 @@ def skip_without_torchserve() -> None:
         pytest.skip(reason)
 
 
+def randomise_batchnorm(model) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters (a fresh BN is the identity), so tests that
+    fold, carry or compare them really see them."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
 def build_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     """A small randomly initialised U-Net checkpoint (fast to load; predictions are meaningless)."""
     import torch

@@ -11,22 +11,13 @@ from segmenter import checkpoint
 from segmenter.efficientnet_lite import CLASSIFIER_KEYS, VARIANTS, EfficientNetLite, load_pretrained, pretrained_file
 from segmenter.model import EncoderUNet, UNet, build_model, fold_batchnorm
 from segmenter.preprocess import normalize
+from tests.conftest import randomise_batchnorm
 
 # One small config per architecture: everything below runs on both.
 CONFIGS = {
     "unet": {"encoder": "none", "base_filters": 4, "depth": 4, "image_size": 64},
     "lite0": {"encoder": "efficientnet-lite0", "decoder_channels": [16, 12, 8, 8, 4], "image_size": 64},
 }
-
-
-def _randomise_batchnorm(model: torch.nn.Module) -> None:
-    """Non-trivial running statistics and affine parameters, so folding them is really tested."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
 
 
 @pytest.mark.parametrize("arch", CONFIGS)
@@ -64,7 +55,7 @@ def test_every_architecture_round_trips_a_checkpoint(arch: str, tmp_path) -> Non
 def test_every_architecture_folds_batchnorm_exactly(arch: str) -> None:
     torch.manual_seed(0)
     model = build_model(CONFIGS[arch])
-    _randomise_batchnorm(model)
+    randomise_batchnorm(model)
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     model.eval()
@@ -198,7 +189,7 @@ def test_folding_batchnorm_keeps_the_function_and_the_original() -> None:
     """Inference folds BN into the convolutions; the caller's (training) model must stay as it was."""
     torch.manual_seed(0)
     model = UNet(base_filters=4)
-    _randomise_batchnorm(model)
+    randomise_batchnorm(model)
     model.train()
     folded = fold_batchnorm(model)
     assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

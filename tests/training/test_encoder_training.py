@@ -1,5 +1,5 @@
-"""Real tiny runs on the pretrained encoder (start, resume, EMA, --init, evaluate, export, torchrun),
-the commit order of a run's files, and a stop sent to the whole process group."""
+"""Real tiny runs on the pretrained encoder (start, resume, EMA, --init, evaluate, export) and the
+commit order of a run's files (torchrun and stop signals: test_train_smoke.py, for both architectures)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 from segmenter import checkpoint
 from segmenter.efficientnet_lite import EfficientNetLite, load_pretrained, pretrained_file
-from tests.training.conftest import TINY_ARGS, make_dataset
+from tests.training.conftest import TINY_ARGS
 from training import run_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,17 +71,6 @@ def test_lite0_run_starts_pretrained_resumes_and_serves_through_every_tool(tiny_
     assert not (tmp_path / "wrong" / "last.pt").exists()
 
 
-def test_lite0_under_torchrun(tiny_dataset: Path, tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists():
-        pytest.skip(f"torchrun not found beside {sys.executable}")
-    out = tmp_path / "ddp"
-    proc = _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "training" / "train.py"),
-                 "--data", str(tiny_dataset), *LITE_ARGS, "--out", str(out), "--no-export"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "x 2 process(es)" in proc.stderr and checkpoint.load(out / "last.pt")["epoch"] == 1
-
-
 def test_missing_weights_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
@@ -128,28 +116,3 @@ def test_commit_writes_row_then_best_then_last_and_marks_the_epoch_before_a_stop
 def _rows(out: Path) -> list[dict]:
     path = out / run_files.METRICS
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def test_sigterm_to_the_whole_process_group_still_saves(tmp_path: Path) -> None:
-    """``pkill -f train.py`` or a scheduler signals the data workers too; one used to die first and the
-    run ended with DataLoader's "worker killed by signal" error and no checkpoint."""
-    data = make_dataset(tmp_path / "big", count=200, size=(96, 80))
-    out = tmp_path / "run"
-    args = [*TRAIN, "--data", str(data), *TINY_ARGS, "--workers", "1", "--epochs", "50", "--batch-size", "1",
-            "--out", str(out), "--no-export"]
-    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        deadline = time.monotonic() + 120
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "epoch 1/50" in line or time.monotonic() > deadline:
-                break
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err
-    assert "worker" not in err and "Traceback" not in err and "--resume" in err
-    assert checkpoint.load(out / "last.pt")["interrupted"] is True

@@ -114,18 +114,24 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum,code,group", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
+                                               (signal.SIGTERM, 143, True)], ids=["ctrl-c", "sigterm", "sigterm-group"])
 def test_stop_signal_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path, signum: int,
-                                                   code: int) -> None:
-    """Ctrl-C, and SIGTERM (``kill PID``: the way to stop a run started in the background by a script)."""
+                                                   code: int, group: bool) -> None:
+    """Ctrl-C, and SIGTERM (``kill PID``: the way to stop a run started in the background by a script).
+
+    ``group``: the signal reaches the data worker too (``pkill -f train.py``, a scheduler); the worker
+    used to die first, and the run ended with DataLoader's "worker killed by signal" and no checkpoint.
+    """
     from tests.training.conftest import make_dataset
 
     data = make_dataset(tmp_path / "big", count=200, size=(96, 80))
     out = tmp_path / "run"
     args = [*TRAIN, "--data", str(data), *TINY_ARGS, "--epochs", "50", "--batch-size", "1", "--out", str(out),
-            "--no-export"]
+            "--no-export", *(["--workers", "1"] if group else [])]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint,
+                            start_new_session=group)
     try:
         deadline = time.monotonic() + 120
         assert proc.stderr is not None
@@ -133,12 +139,12 @@ def test_stop_signal_leaves_a_resumable_checkpoint(tiny_dataset: Path, tmp_path:
             if "epoch 1/50" in line or time.monotonic() > deadline:
                 break
         time.sleep(0.5)
-        proc.send_signal(signum)
+        os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == code, err
-    assert "--resume" in err and "Traceback" not in err
+    assert "--resume" in err and "Traceback" not in err and "worker" not in err
     state = checkpoint.load(out / "last.pt")
     assert state["interrupted"] is True and state["epoch"] == 0
     proc2 = _run([*TRAIN, "--resume", str(out / "last.pt"), "--data", str(tiny_dataset), *TINY_ARGS, "--no-export"])
@@ -224,13 +230,14 @@ def test_export_archive_contains_model_and_handler(trained: Path, tmp_path: Path
         "segmenter/model.py")
 
 
-def test_torchrun_two_processes(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("encoder", ["none", "efficientnet-lite0"])
+def test_torchrun_two_processes(tiny_dataset: Path, tmp_path: Path, encoder: str) -> None:
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip(f"torchrun not found beside {sys.executable}")
     out = tmp_path / "ddp"
     proc = _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "training" / "train.py"),
-                 "--data", str(tiny_dataset), *TINY_ARGS, "--out", str(out), "--no-export"])
+                 "--data", str(tiny_dataset), *TINY_ARGS, "--encoder", encoder, "--out", str(out), "--no-export"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x 2 process(es)" in proc.stderr
     assert checkpoint.load(out / "last.pt")["epoch"] == 1

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from segmenter.model import UNet
+from tests.conftest import randomise_batchnorm
 from training.transfer import carry_weights, rename_for_depth
 
 
@@ -42,21 +43,11 @@ def test_shallower_model_is_refused() -> None:
         carry_weights(UNet(base_filters=4, depth=3), UNet(base_filters=4, depth=4).state_dict(), old_depth=4)
 
 
-def _randomise_batchnorm(model: UNet) -> None:
-    """Non-trivial running statistics, so the test sees them carried (a fresh BN is the identity)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
-
 @pytest.mark.parametrize("old_base, new_base", [(4, 6), (4, 8), (3, 5)])
 def test_wider_model_computes_what_the_narrow_one_did(old_base: int, new_base: int) -> None:
     torch.manual_seed(1)
     old, new = UNet(base_filters=old_base, depth=3), UNet(base_filters=new_base, depth=3)
-    _randomise_batchnorm(old)
+    randomise_batchnorm(old)
     carried, fresh = carry_weights(new, old.state_dict(), old_depth=3, old_base_filters=old_base)
     assert (carried, fresh) == (len(old.state_dict()), 0)
     old.eval(), new.eval()
