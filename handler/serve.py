@@ -434,8 +434,8 @@ def _describe(server: Server) -> str:
         f"  predictions  {server.predictions_url}",
         f"  management   {server.management_url}   metrics {server.metrics_url}/metrics",
         f"  key file     {server.key_file}",
-        f"               inference key expires at {_expiry(server)}; renew with "
-        f"`{_command(server.workdir, 'rotate-key')}`",
+        f"               inference key expires at {_expiry(server)}; handler.client and the GIMP plug-in "
+        f"renew it themselves, for curl: `{_command(server.workdir, 'rotate-key')}`",
         f"  logs         {server.log_dir}",
     ])
 
