@@ -26,6 +26,7 @@ from handler.contract import (
     DEFAULT_QUALITY,
     FORMATS,
     IMAGE_FIELD,
+    MATTING_MODES,
     MAX_OPTION_LENGTH,
     MODES,
     OPTION_HEADERS,
@@ -48,9 +49,6 @@ KNOWN_FIELDS = frozenset(IMAGE_FIELDS) | frozenset(OPTION_HEADERS)
 _QUOTE_CHARS = 40
 _MAX_NAMES_LISTED = 5
 _PRINTABLE = re.compile(rb"^[\x20-\x7e\t\r\n]*$")
-# ``matting``: the edge stage (soft matte and person colours at the outline) for cutout and composite; "off"
-# gives the plain blend of the photo with the model's mask (issue 17, docs/API.md).
-MATTING_MODES = ("on", "off")
 
 
 class RequestError(ValueError):
@@ -77,10 +75,6 @@ class Options:
     @property
     def content_type(self) -> str:
         return "image/jpeg" if self.format == "jpeg" else "image/png"
-
-    @property
-    def needs_background_image(self) -> bool:
-        return self.mode == "composite" and self.background == "image"
 
 
 @dataclass(frozen=True)

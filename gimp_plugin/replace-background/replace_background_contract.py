@@ -52,6 +52,9 @@ BACKGROUND_KEYWORDS = ("blur", "transparent")
 DEFAULT_BACKGROUND = "#FFFFFF"
 REFINE_METHODS = ("guided", "bilinear")  # segmenter.refine.METHODS (a test holds them equal)
 TTA_MODES = ("none", "flip")  # segmenter.inference.TTA_MODES (a test holds them equal)
+# the edge stage (soft matte and person colours at the outline) for cutout and composite; "off" gives
+# the plain blend of the photo with the model's mask (issue 17)
+MATTING_MODES = ("on", "off")
 BLUR_RADIUS_RANGE = (1.0, 200.0)
 BLUR_RADIUS_FRACTION = 0.02  # default blur radius: 2% of the image diagonal ...
 BLUR_RADIUS_FLOOR = 2.0  # ... and never under 2 px
