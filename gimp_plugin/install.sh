@@ -16,6 +16,8 @@ NAME=replace-background
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SRC="$HERE/$NAME"
 PROJECT="$(dirname "$HERE")"
+# Git Bash on Windows: record C:\... (what GIMP's Python opens), not /c/...
+if command -v cygpath >/dev/null 2>&1; then PROJECT="$(cygpath -w "$PROJECT")"; fi
 FILES=("$NAME.py" replace_background_core.py replace_background_contract.py)
 RECORD=replace_background_project.txt
 for f in "${FILES[@]}"; do
