@@ -14,8 +14,10 @@ mask is the plain blend; the issue's target is 'on' <= 0.8 x that.
 
 Every answer goes through ``handler.person_handler.render`` with the model's mask from
 ``Segmenter.predict_lowres`` + ``refine.upsample``, the handler's own steps, so the figures are what is
-served. ``--crops`` writes a before/after crop (input on A | plain blend | edge stage | ideal) of the
-photo with the largest improvement.
+served. ``--speed 1 12`` also times the stage alone (``matting.matte``) on synthetic photos of those
+megapixels: wall and CPU time; the stage runs on one thread, so its CPU time is what it takes on an idle
+core even when the machine is busy. ``--crops`` writes a before/after crop (input on A | plain blend |
+edge stage | ideal) of the photo with the largest improvement.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from benchmarks.photos import synthetic_photo
 from handler.person_handler import render
 from handler.request import Job, Options
-from segmenter import imaging
+from segmenter import imaging, matting
 from segmenter.inference import Segmenter
 from segmenter.refine import upsample
 
@@ -146,6 +149,25 @@ def write_crops(rows: list[dict], folder: Path, size: int) -> Path:
     return out
 
 
+def speed(megapixels: list[float], seg: Segmenter, repeats: int = 5) -> None:
+    """Median wall and CPU seconds of the edge stage alone, on the synthetic photos of benchmarks/photos.py."""
+    print("\n| photo | band pixels | edge stage wall (ms) | edge stage CPU (ms) |\n| --- | --- | --- | --- |")
+    for mp in megapixels:
+        image = synthetic_photo(mp)
+        with torch.inference_mode():
+            mask = upsample(seg.predict_lowres([image])[0], image, "guided")
+        matting.matte(image, mask)  # warm-up
+        walls, cpus = [], []
+        for _ in range(repeats):
+            w, c = time.perf_counter(), time.process_time()
+            result = matting.matte(image, mask)
+            walls.append(time.perf_counter() - w)
+            cpus.append(time.process_time() - c)
+        band = int(np.count_nonzero(result.alpha != mask))
+        print(f"| {mp:g} MP ({image.width}x{image.height}) | {band:,} | {statistics.median(walls) * 1e3:.0f} "
+              f"| {statistics.median(cpus) * 1e3:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, action="append", required=True, help="a root with Images/ and Masks/")
@@ -156,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--crops", type=Path, default=None, help="folder for the before/after crop")
     p.add_argument("--crop-size", type=int, default=160)
+    p.add_argument("--speed", type=float, nargs="*", default=[], help="also time the stage at these megapixels")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     seg = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
@@ -178,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {off:.2f} | {on:.2f} | {on / off:.3f} | {time_ratio:.2f} |")
     if args.crops:
         write_crops(rows, args.crops, args.crop_size)
+    if args.speed:
+        speed(args.speed, seg)
     return 0
 
 
