@@ -81,6 +81,7 @@ def edge_band(truth: np.ndarray) -> np.ndarray:
 
 
 def blend(person: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """The person through ``alpha`` onto a flat colour, in float and rounded once: the input and the ideal."""
     out = person.astype(np.float32) * alpha[..., None] + np.float32(colour) * (1 - alpha[..., None])
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -93,6 +94,7 @@ def served(image: Image.Image, mask: np.ndarray, background: tuple[int, int, int
 
 
 def band_error(result: np.ndarray, ideal: np.ndarray, band: np.ndarray) -> float:
+    """Mean absolute RGB difference over the band only: away from the outline every variant is exact."""
     return float(np.abs(result[band].astype(np.float32) - ideal[band].astype(np.float32)).mean())
 
 
@@ -108,6 +110,7 @@ def crop_box(band: np.ndarray, size: int) -> tuple[int, int, int, int]:
 
 
 def measure(seg: Segmenter, photo_path: Path, mask_path: Path, args: argparse.Namespace) -> dict:
+    """One photo's four errors (model mask / true matte x stage off / on), render times, and crop material."""
     person = np.asarray(imaging.load_image(photo_path))
     truth = imaging.load_mask(mask_path)
     alpha = soft_matte(truth)
@@ -169,6 +172,7 @@ def speed(megapixels: list[float], seg: Segmenter, repeats: int = 5) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure every selected photo, print the per-photo lines (stderr) and the table (stdout)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, action="append", required=True, help="a root with Images/ and Masks/")
     p.add_argument("--val-list", type=Path, required=True)

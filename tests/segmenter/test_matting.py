@@ -33,10 +33,12 @@ def _hard_mask(matte: np.ndarray) -> np.ndarray:
 
 
 def _band(matte: np.ndarray) -> np.ndarray:
+    """Where the true matte is soft: where a fringe can show."""
     return (matte > 0.02) & (matte < 0.98)
 
 
 def _edge_error(size: tuple[int, int], on: bool) -> float:
+    """Mean RGB error in the soft band of the scene composited onto white, with the stage or the plain blend."""
     matte, photo, person = _scene(size, sigma=max(1.5, size[0] / 200))
     image = Image.fromarray(photo)
     mask = _hard_mask(matte)
@@ -59,6 +61,7 @@ def test_edge_stage_removes_most_of_the_old_background(size: tuple[int, int]) ->
 
 
 def test_nothing_changes_away_from_the_outline() -> None:
+    """Outside the band the mask and the photo are used exactly as they are; inside, the matte is soft."""
     matte, photo, _ = _scene((320, 240))
     mask = _hard_mask(matte)
     m = matting.matte(Image.fromarray(photo), mask)
@@ -72,6 +75,7 @@ def test_nothing_changes_away_from_the_outline() -> None:
 
 
 def test_trimap_band_is_centred_on_the_outline() -> None:
+    """``radius`` pixels each side of the 0.5 outline, no more: a shifted band would miss the real edge."""
     mask = np.zeros((60, 80), np.uint8)
     mask[:, 40:] = 255
     person, unknown = matting.trimap(mask, 3)
@@ -82,6 +86,7 @@ def test_trimap_band_is_centred_on_the_outline() -> None:
 
 
 def test_band_width_follows_the_photo() -> None:
+    """Edges are as many pixels wide as the photo is large: the band scales with the diagonal, floored."""
     assert matting.band_radius(40, 30) == matting.MIN_BAND
     assert matting.band_radius(8000, 6000) == 10 * matting.band_radius(800, 600) == 50
 
@@ -113,6 +118,7 @@ def test_estimated_colour_is_the_persons_not_the_mix() -> None:
 
 
 def test_photo_without_a_person_or_without_background() -> None:
+    """No outline, no band: the stage must hand back the mask and the photo unchanged (and not fail)."""
     photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8))
     for value in (0, 255):
         mask = np.full((50, 70), value, np.uint8)
