@@ -9,7 +9,7 @@ outlines. So, after ``refine`` has brought the mask to full resolution:
 2. **Closed-form matting** (Levin, Lischinski & Weiss 2008) in the band only: the matting Laplacian is built
    for the windows that touch an unknown pixel and the linear system is solved for the unknown pixels alone,
    so the cost follows the outline's length, not the photo's area (pymatting's ``cf_laplacian`` allocates
-   25 float64 values and 25 int64 indices per pixel of the whole image: 400 MB at one megapixel).
+   25 float64 values and 25 int64 indices per pixel of the whole image, whatever the band's size).
 3. **Foreground and old-background colours**: smooth estimates at a reduced resolution, then corrected at
    full resolution so that ``alpha * F + (1 - alpha) * B`` equals the photo exactly (the residual is split
    between F and B by least squares, so F takes it where alpha is high and B where it is low).
@@ -32,10 +32,10 @@ from PIL import Image
 
 from segmenter import refine
 
-# Matting is solved on at most this many pixels; larger photos are matted at a reduced copy. On 6 validation
-# photos the edge error was 0.694 of the plain blend's at 0.1 MP, 0.690 at 0.15 MP, 0.702 at 0.25 MP and
-# 0.712 on the whole 0.45-MP photo (a band a few pixels wide converges in fewer steps), at 1 MP for
-# 84 / 148 / 295 ms of CPU: 0.1 MP keeps a served 1-MP composite within 250 ms (docs/BENCHMARKS.md).
+# Matting is solved on at most this many pixels; larger photos are matted at a reduced copy. Larger working
+# sizes gave no better edges on the validation photos (a band a few pixels wide converges in fewer steps)
+# and cost more; this one keeps a served 1-MP composite within its latency target (docs/BENCHMARKS.md,
+# "Design choices in the code").
 WORK_PIXELS = 100_000
 # Half-width of the unknown band as a fraction of the working copy's diagonal (at least MIN_BAND pixels):
 # 2 working pixels for photos above WORK_PIXELS, 0.5% of the diagonal at full size too.
@@ -46,7 +46,7 @@ EPS = 1e-5
 # Weight of the model's own mask as a prior in the band: keeps isolated band pieces (no sure pixel of one
 # kind nearby) from drifting and makes conjugate gradients converge in fewer steps.
 PRIOR_WEIGHT = 1e-3
-# Conjugate-gradient steps: 30 gave 0.702, 50 0.694, 200 0.687 (of the plain blend's error) at 3x the time.
+# Conjugate-gradient steps: fewer left visibly more of the old background, more gained little for their time.
 CG_TOLERANCE = 1e-4
 CG_MAX_ITER = 50
 # Window radius of the blur-fusion colour estimate, as a fraction of the working copy's diagonal.
@@ -141,8 +141,8 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 def _cg(apply_a: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray, x: np.ndarray, diag: np.ndarray,
         tolerance: float, max_iter: int) -> np.ndarray:
     """Jacobi-preconditioned conjugate gradients, single-threaded on purpose: scipy's ``cg`` calls BLAS
-    for each dot product, and BLAS threads spun against the model's on a busy 2-core machine (2.8 s
-    instead of 0.25 s for one solve); torch's 2-thread small ops did the same."""
+    for each dot product, and BLAS threads spun against the model's on a busy 2-core machine (ten times
+    slower for the same solve); torch's 2-thread small ops did the same."""
     r = rhs - apply_a(x)
     z = r / diag
     p = z.copy()
@@ -254,8 +254,8 @@ def _coefficients(alpha: np.ndarray, small: np.ndarray) -> np.ndarray:
 
     Applied to the full-size photo's own colours at the band pixels, they keep detail finer than the working
     copy's (strands of hair) that interpolating the matte would blur. A small window (``UPSAMPLE_RADIUS``)
-    and the colour guide: a luma guide could not tell a green wall from skin of the same brightness
-    (edge error 0.92 of the plain blend instead of 0.70 in benchmarks/matting_quality.py).
+    and the colour guide: a luma guide could not tell a green wall from skin of the same brightness, and
+    lost most of the stage's gain (docs/BENCHMARKS.md, "Design choices in the code").
     """
     g = torch.from_numpy(np.ascontiguousarray(small, np.float32)).permute(2, 0, 1)[None]
     a, b = refine._coefficients(g, torch.from_numpy(alpha)[None, None], UPSAMPLE_RADIUS, UPSAMPLE_EPS)
@@ -274,8 +274,7 @@ def _one_torch_thread() -> Iterator[None]:
     """Run the stage's torch calls on one thread, then give the worker its threads back.
 
     They work on ~100,000-pixel maps, too small to gain from a second thread; with the second core busy
-    (another worker, a training run) every one of them waited on it: 2.7-3.8 s instead of 0.7 s for
-    one photo here, measured with a training run on both cores.
+    (another worker, a training run) every one of them waited on it, several times the stage's own time.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
