@@ -9,7 +9,7 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin plugin-contract gimp-root clean mediapipe-venv quality robustness bench gpu-data
+.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench gpu-data
 
 setup: $(STAMP)
 
@@ -95,14 +95,10 @@ stop: setup
 	$(PY) -m handler.serve stop
 
 # --- GIMP plug-in (issue 4) ---
-install-gimp-plugin: plugin-contract
+# install.sh also copies handler/contract.py (the HTTP contract) into the installed plug-in folder:
+# the plug-in cannot import the project, and the repository keeps one copy of the contract.
+install-gimp-plugin:
 	bash gimp_plugin/install.sh
-
-# The plug-in cannot import the project: it carries a copy of handler/contract.py (the HTTP contract),
-# which tests/handler/test_contract.py holds identical. Refresh it after editing the contract.
-plugin-contract:
-	cmp -s handler/contract.py gimp_plugin/replace-background/replace_background_contract.py || \
-	    cp handler/contract.py gimp_plugin/replace-background/replace_background_contract.py
 
 gimp-root:
 	bash tests/gimp/make-gimp-root.sh $(GIMP_ROOT)

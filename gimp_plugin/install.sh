@@ -10,19 +10,25 @@
 # executable; anything else is skipped silently. This script gets both right. It also records this
 # project's folder next to the plug-in (replace_background_project.txt), so that the plug-in, with
 # every option at its default, talks to this project's server (`make serve`) with its key file.
+#
+# The plug-in runs in GIMP's own Python and cannot import this project, yet it must speak the same
+# HTTP contract as the server: the one copy of that contract, handler/contract.py, is copied into
+# the installed folder as replace_background_contract.py (the repository holds no second copy).
 set -euo pipefail
 
 NAME=replace-background
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SRC="$HERE/$NAME"
 PROJECT="$(dirname "$HERE")"
+CONTRACT="$PROJECT/handler/contract.py"
 # Git Bash on Windows: record C:\... (what GIMP's Python opens), not /c/...
 if command -v cygpath >/dev/null 2>&1; then PROJECT="$(cygpath -w "$PROJECT")"; fi
-FILES=("$NAME.py" replace_background_core.py replace_background_contract.py)
+FILES=("$NAME.py" replace_background_core.py)
 RECORD=replace_background_project.txt
 for f in "${FILES[@]}"; do
     [ -f "$SRC/$f" ] || { echo "install.sh: $SRC/$f is missing" >&2; exit 1; }
 done
+[ -f "$CONTRACT" ] || { echo "install.sh: $CONTRACT is missing (the plug-in needs the project's contract)" >&2; exit 1; }
 
 profiles=()
 if [ $# -gt 0 ]; then
@@ -51,6 +57,7 @@ for dir in "${plugin_dirs[@]}"; do
     for f in "${FILES[@]}"; do
         cp -f "$SRC/$f" "$dest/$f"
     done
+    cp -f "$CONTRACT" "$dest/replace_background_contract.py"
     printf '%s\n' "$PROJECT" > "$dest/$RECORD"
     chmod 755 "$dest" "$dest/$NAME.py"
     chmod 644 "$dest/replace_background_core.py" "$dest/replace_background_contract.py" "$dest/$RECORD"

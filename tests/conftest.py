@@ -140,6 +140,8 @@ def project_server(tmp_path_factory: pytest.TempPathFactory, served_model_store:
 
     project = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "gimp_plugin", project / "gimp_plugin")
+    (project / "handler").mkdir()  # install.sh copies the project's contract into the plug-in
+    shutil.copyfile(REPO / "handler" / "contract.py", project / "handler" / "contract.py")
     ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
     settings = {f"{k}_address": f"http://127.0.0.1:{ports[k]}" for k in ("inference", "management", "metrics")}
     settings.update(grpc_inference_port=str(ports["grpc_inference"]),

@@ -7,8 +7,9 @@
 # as editable layers: a layer mask on the photo plus a colour / image / blurred background layer
 # under it, or a new composite layer, or the composite applied in place. One undo step.
 #
-# The HTTP, PNG and error-message code lives in replace_background_core.py next to this file
-# (standard library only, tested outside GIMP); this file does the GIMP work.
+# The HTTP and error-message code lives in replace_background_core.py next to this file
+# (standard library only, tested outside GIMP); this file does the GIMP work, PNG included:
+# GIMP's own PNG export encodes the layer and its PNG loader decodes the mask.
 """GIMP 3 plug-in "Replace Background...": procedure ``python-fu-replace-background``."""
 
 from __future__ import annotations
@@ -224,48 +225,106 @@ class TempImages:
 # ---------------------------------------------------------------------------------------------
 
 
+def export_png(layer: Gimp.Layer) -> bytes:
+    """The layer's own pixels as an 8-bit PNG, written by GIMP's PNG export (file-png-export).
+
+    The layer is copied into a private image of its own size at 8-bit precision (GIMP converts any
+    precision, without dithering), so what is sent is the layer alone: no mask, offsets, opacity,
+    mode, visibility, or the layers around it. Metadata and the colour profile are left out: an
+    Exif orientation would make the server turn the photo, and its masks are in the layer's pixels.
+    Compression level 1: the PNG usually crosses the loopback, where time matters more than bytes.
+    """
+    w, h = layer.get_width(), layer.get_height()
+    base = Gimp.ImageBaseType.GRAY if layer.is_gray() else Gimp.ImageBaseType.RGB
+    img = Gimp.Image.new_with_precision(w, h, base, Gimp.Precision.U8_NON_LINEAR)
+    fd, path = tempfile.mkstemp(prefix="replace-background-layer-", suffix=".png")
+    os.close(fd)
+    try:
+        copy = Gimp.Layer.new_from_drawable(layer, img)
+        img.insert_layer(copy, None, 0)
+        if copy.get_mask() is not None:
+            copy.remove_mask(Gimp.MaskApplyMode.DISCARD)  # PNG export would apply it to the alpha
+        copy.set_offsets(0, 0)
+        copy.set_visible(True)
+        copy.set_opacity(100.0)
+        copy.set_mode(Gimp.LayerMode.NORMAL)
+        _run_procedure("file-png-export", image=img, file=Gio.File.new_for_path(path), interlaced=False,
+                       compression=1, bkgd=False, offs=False, phys=False, time=False, save_transparent=True,
+                       optimize_palette=False, include_exif=False, include_iptc=False, include_xmp=False,
+                       include_color_profile=False, include_thumbnail=False, include_comment=False)
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        img.delete()
+        _unlink(path)
+
+
+def _run_procedure(name: str, **args: object) -> None:
+    """Run a PDB procedure non-interactively with ``args`` (underscores for dashes); raise on failure."""
+    procedure = Gimp.get_pdb().lookup_procedure(name)
+    if procedure is None:
+        raise core.PluginError(f"GIMP has no procedure {name!r}. Fix: reinstall GIMP with its file plug-ins.")
+    config = procedure.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    for key, value in args.items():
+        config.set_property(key.replace("_", "-"), value)
+    result = procedure.run(config)
+    if result.index(0) != Gimp.PDBStatusType.SUCCESS:
+        said = result.index(1) if result.length() > 1 else ""
+        raise core.PluginError(f"GIMP's {name} failed ({said or result.index(0).value_nick}). Fix: retry; "
+                               "check that the temporary folder has free space.")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def describe_format(image: Gimp.Image, layer: Gimp.Layer) -> str:
+    """What a decoded PNG holds, in the words of the mask check, e.g. "8-bit greyscale" or "16-bit RGB"."""
+    bits = {"u8": "8-bit", "u16": "16-bit", "u32": "32-bit", "half": "16-bit float", "float": "32-bit float",
+            "double": "64-bit float"}
+    component, _, trc = image.get_precision().value_nick.partition("-")  # e.g. "u8", "non-linear"
+    kind = {Gimp.ImageBaseType.GRAY: "greyscale", Gimp.ImageBaseType.RGB: "RGB",
+            Gimp.ImageBaseType.INDEXED: "palette"}.get(image.get_base_type(), "unknown")
+    alpha = "+alpha" if layer.has_alpha() else ""
+    linear = " linear" if trc == "linear" else ""  # 8-bit linear values would not read back as they are
+    return f"{bits.get(component, component)}{linear} {kind}{alpha}"
+
+
 def fetch_mask(layer: Gimp.Layer, opts: Options, progress: Progress, temps: TempImages) -> bytes:
-    """Read the layer, ask the server for its mask, decode it; return ``width*height`` mask bytes."""
+    """Export the layer, ask the server for its mask, decode it; return ``width*height`` mask bytes."""
     w, h = layer.get_width(), layer.get_height()
     core.check_layer_size(w, h)
-    channels = 4 if layer.has_alpha() else 3
-    fmt = "R'G'B'A u8" if channels == 4 else "R'G'B' u8"
-    progress.stage("reading the layer", 0.0, 0.15)
-    pixels = _read_pixels(layer, fmt, channels, progress)
-    progress.stage("encoding PNG", 0.15, 0.35)
-    png = core.encode_png(w, h, channels, pixels, progress=progress)
-    del pixels
+    progress.stage("encoding the layer as PNG", 0.0, 0.35)
+    png = export_png(layer)
     _log(f"layer {layer.get_name()!r} {w}x{h}, {len(png)} bytes PNG -> {opts.server.url}")
 
     progress.stage(f"waiting for the server at {opts.server.url}", 0.35, 0.6)
     t0 = time.monotonic()
     answer = core.request_mask(opts.server, png, tick=Gimp.progress_pulse)  # bounded by Timeout as a whole
     _log(f"mask answer {len(answer)} bytes in {time.monotonic() - t0:.2f} s")
-    core.check_mask_png(answer, w, h, opts.server.url)
 
-    # GIMP's PNG loader unfilters 24 MP in a fraction of a second; pure Python would take many.
     progress.stage("decoding the mask", 0.6, 0.7)
     fd, path = tempfile.mkstemp(prefix="replace-background-mask-", suffix=".png")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(answer)
-        fix = "Fix: check that the server is this project's TorchServe; retry."
+        fix = "Fix: check that Server URL is this project's TorchServe (port 8080 by default); retry."
         mask_img = temps.add(_load_image(Gio.File.new_for_path(path), "mask from the server", fix))
     finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        _unlink(path)
     mask_layers = mask_img.get_layers()
-    if len(mask_layers) != 1 or (mask_layers[0].get_width(), mask_layers[0].get_height()) != (w, h):
-        raise core.PluginError(
-            "GIMP decoded the server's mask to an unexpected size. Fix: retry; report it if it persists."
-        )
+    if len(mask_layers) != 1:
+        raise core.PluginError(f"The mask from {opts.server.url} has {len(mask_layers)} layers, not one. {fix}")
+    mask_layer = mask_layers[0]
+    kind = describe_format(mask_img, mask_layer)
+    core.check_mask_format(kind, (mask_layer.get_width(), mask_layer.get_height()), (w, h), opts.server.url)
     # The PNG holds plain 0..255 mask values; reading "Y' u8" from the loaded (non-linear) image
     # returns them unchanged.
-    mask = _read_pixels(mask_layers[0], "Y' u8", 1, progress)
-    if len(mask) != w * h:
-        raise core.PluginError("The decoded mask has the wrong number of pixels. Fix: retry; report it if it persists.")
+    mask = _read_pixels(mask_layer, "Y' u8", 1, progress)
     if opts.grow or opts.feather:
         mask = soften_mask(mask, w, h, opts.grow, opts.feather, temps)
     return mask

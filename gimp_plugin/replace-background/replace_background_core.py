@@ -1,12 +1,12 @@
-"""Standard-library half of the Replace Background GIMP plug-in: PNG, HTTP, error messages.
+"""Standard-library half of the Replace Background GIMP plug-in: HTTP, answer checks, error messages.
 
 This module must not import ``gi``: it holds everything that can be tested with a plain
 Python (``tests/gimp/test_gimp_plugin_core.py``), while ``replace-background.py`` next to it does
 the GIMP work. Only the standard library is used, because the plug-in runs inside GIMP's own
 bundled Python on Linux, Windows, macOS and Flatpak, where numpy or requests are not there.
-What the server accepts and how keys are read and renewed is ``replace_background_contract.py``
-next to this file: a copy of the project's ``handler/contract.py``, which the server and the
-batch client import (a test keeps the two identical).
+What the server accepts and how keys are read and renewed is the project's ``handler/contract.py``,
+which the server and the batch client import too: ``install.sh`` copies it next to this file as
+``replace_background_contract.py``; a plug-in run straight from a checkout loads it from there.
 
 Every failure a user can meet is raised as ``PluginError`` whose text names the cause *and*
 the fix: the plug-in shows that text in GIMP's error dialog (or returns it to a script as the
@@ -16,20 +16,44 @@ procedure's error), so a message like "HTTP Error 400" alone is a bug here.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
 import socket
-import struct
 import sys
+import types
 import urllib.error
 import urllib.parse
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 
-import replace_background_contract as contract
+
+def _contract_from_checkout() -> types.ModuleType:
+    """``handler/contract.py`` of the checkout this file sits in, for a plug-in run from the checkout.
+
+    GIMP runs the plug-in in its own Python, which cannot import the project; ``install.sh`` therefore
+    copies the contract into the installed folder. A user who adds ``<project>/gimp_plugin`` to GIMP's
+    plug-in folders instead runs this file in place, where the contract is two folders up.
+    """
+    name = "replace_background_contract"
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(checkout, "handler", "contract.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise ImportError(f"{name}.py is missing next to {__file__} and there is no {path}: "
+                          "install the plug-in with gimp_plugin/install.sh (make install-gimp-plugin)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses in the contract look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+try:  # installed by install.sh: the project's handler/contract.py, copied here under this name
+    import replace_background_contract as contract
+except ImportError:  # run from a checkout (Preferences > Folders > Plug-ins = <project>/gimp_plugin)
+    contract = _contract_from_checkout()
 
 try:  # a stripped-down bundled Python may lack ssl; plain http:// must still work then
     import ssl
@@ -42,15 +66,13 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "PluginError",
-    "PngInfo",
     "ServerSettings",
     "build_mask_request",
     "check_layer_size",
-    "check_mask_png",
-    "encode_png",
+    "check_mask_format",
+    "check_png_complete",
     "explain_http_error",
     "explain_url_error",
-    "inspect_png",
     "predictions_url",
     "project_folder",
     "read_key_file",
@@ -70,8 +92,8 @@ default_blur_radius = contract.default_blur_radius
 PROJECT_RECORD = "replace_background_project.txt"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
-_IDAT_CHUNK = 1 << 23  # split IDAT every 8 MiB: some decoders dislike giant chunks
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every PNG ends with (empty, fixed CRC)
+MASK_KIND = "8-bit greyscale"  # what mode=mask answers: docs/API.md
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -80,168 +102,45 @@ class PluginError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# PNG encoding and checking
+# The mask answer (GIMP's own PNG plug-in encodes the layer and decodes the mask)
 # ---------------------------------------------------------------------------------------------
 
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    """One PNG chunk: length, type, data, CRC over type+data."""
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _sub_filter_row(row: bytes, bpp: int) -> bytes:
-    """PNG filter type 1 (Sub) of one row, byte-wise modulo 256, without a Python loop per byte.
-
-    The row is treated as one big integer and the left neighbour (``bpp`` bytes earlier) as the
-    same integer shifted; the SWAR trick below subtracts all bytes at once without letting a
-    borrow cross from one byte into the next. Sub-filtered photos compress far better than
-    unfiltered ones, and a 24-megapixel layer still encodes in about a second.
-    """
-    n = len(row)
-    if n == 0:
-        return row
-    high = int.from_bytes(b"\x80" * n, "big")
-    a = int.from_bytes(row, "big")
-    b = a >> (8 * bpp)
-    diff = ((a | high) - (b & ~high)) ^ ((a ^ b ^ high) & high)
-    return diff.to_bytes(n, "big")
+_FIX_VERSION = (
+    "Fix: check that Server URL points at this project's TorchServe (inference port, 8080 by default) "
+    "and that server and plug-in come from the same release."
+)
 
 
-def encode_png(
-    width: int,
-    height: int,
-    channels: int,
-    pixels: bytes | bytearray | memoryview,
-    level: int = 3,
-    progress: Callable[[float], None] | None = None,
-) -> bytes:
-    """Encode 8-bit pixels (rows top to bottom, ``channels`` interleaved) as a PNG.
+def check_png_complete(data: bytes, url: str) -> None:
+    """Refuse an answer that is not a whole PNG before GIMP's PNG loader sees it.
 
-    Why our own encoder: GIMP's Python has no Pillow, and exporting through GIMP's PNG plug-in
-    would need a temporary image and a file per call. ``level`` 3 is a good speed/size balance
-    for an upload that usually goes over the loopback interface.
-    """
-    if channels not in _COLOR_TYPES:
-        raise ValueError(f"channels must be 1-4, not {channels}")
-    if width <= 0 or height <= 0:
-        raise ValueError(f"bad size {width}x{height}")
-    stride = width * channels
-    data = memoryview(pixels).cast("B")
-    if len(data) != stride * height:
-        raise ValueError(f"expected {stride * height} bytes for {width}x{height}x{channels}, got {len(data)}")
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
-    comp = zlib.compressobj(level)
-    parts: list[bytes] = []
-    rows_per_batch = max(1, (1 << 20) // stride)  # about 1 MiB of pixels per compressor call
-    for y0 in range(0, height, rows_per_batch):
-        y1 = min(height, y0 + rows_per_batch)
-        batch = b"".join(
-            b"\x01" + _sub_filter_row(bytes(data[y * stride : (y + 1) * stride]), channels) for y in range(y0, y1)
-        )
-        parts.append(comp.compress(batch))
-        if progress is not None:
-            progress(y1 / height)
-    parts.append(comp.flush())
-    idat = b"".join(parts)
-    chunks = [_chunk(b"IHDR", ihdr)]
-    chunks += [_chunk(b"IDAT", idat[i : i + _IDAT_CHUNK]) for i in range(0, len(idat), _IDAT_CHUNK)]
-    chunks.append(_chunk(b"IEND", b""))
-    return PNG_SIGNATURE + b"".join(chunks)
-
-
-@dataclass(frozen=True)
-class PngInfo:
-    """The header fields of a PNG that matter for deciding whether we can use it."""
-
-    width: int
-    height: int
-    bit_depth: int
-    color_type: int
-    interlace: int
-
-    def describe(self) -> str:
-        kinds = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
-        kind = kinds.get(self.color_type, f"colour type {self.color_type}")
-        lace = ", interlaced" if self.interlace else ""
-        return f"{self.width}x{self.height} {self.bit_depth}-bit {kind}{lace}"
-
-
-def inspect_png(data: bytes) -> tuple[PngInfo, bytes]:
-    """Walk a PNG's chunks, checking structure and CRCs; return its header and joined IDAT data.
-
-    Raises ``ValueError`` with a short reason for anything that is not a complete, intact PNG
-    (wrong signature, truncated chunk, CRC mismatch, no IHDR/IDAT/IEND).
+    GIMP's loader fails on a truncated file too, but only after making an image it then leaves
+    behind until GIMP quits; a PNG always ends with the same 12-byte IEND chunk, so a cut-off
+    answer (the realistic failure: a server or proxy that stopped mid-body) is caught here.
     """
     if not data.startswith(PNG_SIGNATURE):
-        raise ValueError("it does not start with the PNG signature")
-    pos = len(PNG_SIGNATURE)
-    info: PngInfo | None = None
-    idat: list[bytes] = []
-    while True:
-        if pos + 8 > len(data):
-            raise ValueError("it is truncated (no IEND chunk)")
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        end = pos + 8 + length + 4
-        if end > len(data):
-            raise ValueError(f"it is truncated inside a {kind!r} chunk")
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[end - 4 : end])
-        if zlib.crc32(kind + body) & 0xFFFFFFFF != crc:
-            raise ValueError(f"its {kind.decode('latin-1')} chunk is corrupt (CRC mismatch)")
-        if info is None:
-            if kind != b"IHDR" or length != 13:
-                raise ValueError("its first chunk is not a valid IHDR")
-            w, h, depth, ctype, _comp, _filt, lace = struct.unpack(">IIBBBBB", body)
-            info = PngInfo(w, h, depth, ctype, lace)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos = end
-    if not idat:
-        raise ValueError("it has no image data (no IDAT chunk)")
-    return info, b"".join(idat)
+        head = _short(data[:80].decode("utf-8", "replace")) or "empty"
+        raise PluginError(f"The answer from {url} is not a usable PNG mask: it does not start with the PNG "
+                          f"signature (it began with {head!r}). {_FIX_VERSION}")
+    if not data.endswith(PNG_END):
+        raise PluginError(f"The answer from {url} is not a usable PNG mask: it is truncated (it does not end "
+                          f"with the PNG's IEND chunk). {_FIX_VERSION}")
 
 
-def check_mask_png(data: bytes, width: int, height: int, url: str = "the server") -> PngInfo:
-    """Check that ``data`` is the mask the API promises: an intact 8-bit greyscale PNG of the layer's size.
+def check_mask_format(kind: str, size: tuple[int, int], layer_size: tuple[int, int], url: str) -> None:
+    """Check the mask GIMP decoded: ``kind`` (e.g. "8-bit greyscale") and ``size`` against the layer's.
 
-    The pixels are decompressed here (fast, in C) to prove the data is complete, but not
-    unfiltered: GIMP's own PNG loader does that far faster than Python could for 24 MP.
+    The API promises an 8-bit greyscale PNG of the layer's size (mode=mask in docs/API.md); anything
+    else means Server URL names another service or server and plug-in do not match.
     """
-    fix_version = (
-        "Fix: check that Server URL points at this project's TorchServe (inference port, 8080 by default) "
-        "and that server and plug-in come from the same release."
-    )
-    try:
-        info, idat = inspect_png(data)
-    except ValueError as exc:
-        head = data[:80].decode("utf-8", "replace").strip()
-        shown = f" It began with: {head!r}." if head and not data.startswith(PNG_SIGNATURE) else ""
-        raise PluginError(f"The answer from {url} is not a usable PNG mask: {exc}.{shown} {fix_version}") from None
-    if (info.bit_depth, info.color_type, info.interlace) != (8, 0, 0):
+    if kind != MASK_KIND:
+        raise PluginError(f"The server at {url} answered with a {kind} PNG, but the mask must be an "
+                          f"{MASK_KIND} PNG (mode=mask in docs/API.md). {_FIX_VERSION}")
+    if size != layer_size:
         raise PluginError(
-            f"The server answered with a {info.describe()} PNG, but the mask must be a non-interlaced "
-            f"8-bit greyscale PNG (mode=mask in docs/API.md). {fix_version}"
+            f"The server returned a {size[0]}x{size[1]} mask for a {layer_size[0]}x{layer_size[1]} layer. "
+            f"The mask must have the layer's size. {_FIX_VERSION}"
         )
-    if (info.width, info.height) != (width, height):
-        raise PluginError(
-            f"The server returned a {info.width}x{info.height} mask for a {width}x{height} layer. "
-            "The mask must have the layer's size. " + fix_version
-        )
-    expected = height * (width + 1)
-    try:
-        raw = zlib.decompressobj().decompress(idat, expected + 1)
-    except zlib.error as exc:
-        raise PluginError(f"The mask PNG from {url} is corrupt ({exc}). {fix_version}") from None
-    if len(raw) != expected:
-        raise PluginError(
-            f"The mask PNG from {url} holds {len(raw)} bytes of rows, expected {expected}: it is truncated "
-            f"or malformed. {fix_version}"
-        )
-    if max(raw[0 :: width + 1]) > 4:
-        raise PluginError(f"The mask PNG from {url} uses an unknown row filter: it is malformed. {fix_version}")
-    return info
 
 
 def check_layer_size(width: int, height: int) -> None:
@@ -608,4 +507,5 @@ def _post_mask(settings: ServerSettings, png: bytes, deadline: contract.Deadline
             f"({_short(answer.body[:200].decode('utf-8', 'replace')) or 'empty body'!r}). Fix: check that Server URL "
             "is this project's TorchServe inference address (port 8080 by default)."
         )
+    check_png_complete(answer.body, settings.url)
     return answer.body

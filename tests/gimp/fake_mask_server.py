@@ -2,7 +2,8 @@
 
 Only a test aid: the real end-to-end tests run against the real TorchServe. This one lets the
 unit tests (and the GIMP error-path tests) produce answers the real server never gives on
-demand: HTML instead of PNG, an RGB or wrong-size mask, a truncated PNG, a slow answer. The
+demand: HTML instead of PNG, an RGB or wrong-size mask, a truncated PNG, a slow answer. It keeps
+the PNGs it was sent (``uploads``), so a test can check what GIMP's PNG export uploaded. The
 fault is chosen by the model name in the URL, e.g. ``/predictions/fault-size``.
 
 The mask is geometric (a soft-edged ellipse), so no image decoding is needed: the server reads
@@ -11,23 +12,28 @@ only the PNG header of the upload to learn the size.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import struct
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "gimp_plugin" / "replace-background"
+from PIL import Image
+
+from tests.plugin_folder import import_core
+
+# The plug-in's stdlib module from a folder install.sh filled (it carries handler/contract.py), imported
+# as GIMP does: one module object for every test that imports it.
+core = import_core()
 
 
-# The plug-in's stdlib module, imported from its folder as GIMP does (the folder name has a dash, the
-# module's does not): one module object for every test that imports it.
-if str(PLUGIN_DIR) not in sys.path:
-    sys.path.insert(0, str(PLUGIN_DIR))
-import replace_background_core as core  # noqa: E402
+def _png(image: Image.Image) -> bytes:
+    """A PNG as a server would write it (Pillow, as the real handler's decoder reads them)."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def ellipse_mask(width: int, height: int) -> bytes:
@@ -52,6 +58,7 @@ class FakeMaskServer:
         self.key = key
         self.model = model
         self.requests: list[dict] = []
+        self.uploads: list[bytes] = []  # the PNG bodies of the requests that got a mask, in order
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -113,10 +120,9 @@ class FakeMaskServer:
                 width, height = struct.unpack(">II", body[16:24])
                 if model == "fault-size":
                     width += 1
-                channels = 3 if model == "fault-rgb" else 1
-                mask = ellipse_mask(width, height)
-                pixels = bytes(b for v in mask for b in (v,) * channels) if channels > 1 else mask
-                png = core.encode_png(width, height, channels, pixels)
+                server.uploads.append(body)
+                mask = Image.frombytes("L", (width, height), ellipse_mask(width, height))
+                png = _png(mask.convert("RGB") if model == "fault-rgb" else mask)
                 if model == "fault-truncated":
                     png = png[: len(png) // 2]
                 self.send_response(200)

@@ -11,17 +11,17 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.plugin_folder import INSTALLER, install_into
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
 CHROOT_RUN = HERE / "gimp-chroot-run.sh"
 DRIVER = HERE / "gimp_driver.py"
-INSTALLER = REPO / "gimp_plugin" / "install.sh"
 UI_RUN = HERE / "gimp_ui_run.sh"
 SCREENSHOT = HERE / "gimp_screenshot.py"
 DEFAULT_ROOT = "/var/cache/replace-background/gimp3-root"
@@ -77,6 +77,7 @@ class GimpRun:
     log: str
     results: dict
     job_dir: Path
+    uploads: dict[str, bytes] = field(default_factory=dict)  # case name -> PNG a fake server received
 
     def case(self, name: str) -> dict:
         for case in self.results.get("cases", []):
@@ -101,7 +102,7 @@ def in_job(job_dir: Path, host_file: Path, name: str | None = None) -> str:
 
 def _install_plugin(profile: Path, installer: Path = INSTALLER) -> None:
     """Install with the project's own installer, so the tests also prove that install.sh works."""
-    subprocess.run(["bash", str(installer), str(profile / "plug-ins")], check=True, capture_output=True)
+    install_into(profile / "plug-ins", installer)
 
 
 def _new_mount_points(root: Path, paths: list[Path]) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Unit tests of the plug-in's standard-library half (PNG, HTTP, messages), outside GIMP.
+"""Unit tests of the plug-in's standard-library half (HTTP, answer checks, messages), outside GIMP.
 
 These run everywhere (no root, no GIMP, no TorchServe): the HTTP cases use the small fake
 server in fake_mask_server.py. The real end-to-end behaviour is in test_gimp_plugin_e2e.py.
@@ -10,20 +10,20 @@ import dataclasses
 import io
 import json
 import os
-import struct
-import time
-import zlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_mask_server import PLUGIN_DIR, FakeMaskServer, core, ellipse_mask
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from fake_mask_server import FakeMaskServer, core, ellipse_mask
 from PIL import Image
 
-PLUGIN_MAIN = PLUGIN_DIR / "replace-background.py"
-HELPERS = (PLUGIN_DIR / "replace_background_core.py", PLUGIN_DIR / "replace_background_contract.py")
+from tests.plugin_folder import SOURCE_DIR, installed_folder
+
+PLUGIN_MAIN = SOURCE_DIR / "replace-background.py"
+# the helper modules as a user's GIMP gets them: install.sh copies handler/contract.py in as the contract
+HELPERS = (installed_folder() / "replace_background_core.py", installed_folder() / "replace_background_contract.py")
 
 
 def _png(img: Image.Image, **kw: object) -> bytes:
@@ -36,23 +36,12 @@ def _settings(url: str, **kw: object) -> core.ServerSettings:
     return core.ServerSettings(url=url, **kw)
 
 
-def _patch_ihdr(png: bytes, **fields: int) -> bytes:
-    """Rewrite IHDR fields (keeping a valid CRC) to make PNGs Pillow will not write, e.g. interlaced."""
-    w, h, depth, ctype, comp, filt, lace = struct.unpack(">IIBBBBB", png[16:29])
-    vals = {"width": w, "height": h, "depth": depth, "ctype": ctype, "lace": lace, **fields}
-    body = struct.pack(
-        ">IIBBBBB", vals["width"], vals["height"], vals["depth"], vals["ctype"], comp, filt, vals["lace"]
-    )
-    crc = struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
-    return png[:16] + body + crc + png[33:]
-
-
 # --- the plug-in files themselves --------------------------------------------------------------
 
 
 def test_plugin_layout_is_what_gimp_needs() -> None:
     """GIMP 3 silently ignores a plug-in whose file is not executable or not named like its folder."""
-    assert PLUGIN_MAIN.name == PLUGIN_DIR.name + ".py"
+    assert PLUGIN_MAIN.name == SOURCE_DIR.name + ".py"
     assert os.access(PLUGIN_MAIN, os.X_OK), "replace-background.py must be executable (git mode 100755)"
     assert PLUGIN_MAIN.read_text().startswith("#!/usr/bin/env python3\n")
     for path in (PLUGIN_MAIN, *HELPERS):
@@ -63,10 +52,21 @@ def test_plugin_layout_is_what_gimp_needs() -> None:
         assert "import gi" not in helper.read_text()
 
 
+def test_the_plugin_run_from_the_checkout_loads_the_projects_contract() -> None:
+    """Preferences > Folders > Plug-ins = <project>/gimp_plugin runs the core in place, where no contract
+    was copied: it must load handler/contract.py of that checkout (a fresh Python, as GIMP starts one)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import replace_background_core as core; "
+            "print(core.contract.__file__, core.contract.__name__, core.DEFAULT_MODEL)")
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(SOURCE_DIR)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(SOURCE_DIR.parents[1] / "handler" / "contract.py"), "replace_background_contract",
+                   "person_segmenter"]
+    assert not (SOURCE_DIR / "replace_background_contract.py").exists(), "the repository holds one contract"
+
+
 def test_plugin_uses_only_the_standard_library() -> None:
     """GIMP's bundled Python (Windows, macOS, Flatpak) has no numpy/requests/PIL."""
     import ast
-    import sys
 
     allowed = set(sys.stdlib_module_names) | {"gi"} | {h.stem for h in HELPERS}
     for path in (PLUGIN_MAIN, *HELPERS):
@@ -82,93 +82,33 @@ def test_plugin_uses_only_the_standard_library() -> None:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
 
 
-# --- PNG encoding --------------------------------------------------------------------------------
+# --- checks of the answer (GIMP's own PNG plug-in encodes the layer and decodes the mask) ---------
 
 
-@pytest.mark.parametrize("channels,mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
-def test_encode_png_round_trips_through_pillow(channels: int, mode: str) -> None:
-    rng = np.random.default_rng(channels)
-    arr = rng.integers(0, 256, size=(37, 53, channels), dtype=np.uint8)
-    png = core.encode_png(53, 37, channels, arr.tobytes())
-    back = np.asarray(Image.open(io.BytesIO(png)))
-    assert Image.open(io.BytesIO(png)).mode == mode
-    assert np.array_equal(back.reshape(arr.shape), arr)
+def test_a_whole_png_passes_and_a_cut_one_is_refused() -> None:
+    """A cut-off answer must be refused before GIMP's loader, which would leave a half image behind."""
+    mask = _png(Image.new("L", (30, 40)))
+    core.check_png_complete(mask, "http://srv")
+    for cut in (mask[:-1], mask[: len(mask) // 2], mask[:8]):
+        with pytest.raises(core.PluginError, match="truncated") as err:
+            core.check_png_complete(cut, "http://srv")
+        assert "http://srv" in str(err.value) and "Fix:" in str(err.value)
+    with pytest.raises(core.PluginError, match="PNG signature") as err:
+        core.check_png_complete(b"<html>oops</html>", "http://srv")
+    assert "<html>oops" in str(err.value)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    w=st.integers(1, 40),
-    h=st.integers(1, 6),
-    channels=st.integers(1, 4),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_encode_png_any_size(w: int, h: int, channels: int, seed: int) -> None:
-    arr = np.random.default_rng(seed).integers(0, 256, size=(h, w, channels), dtype=np.uint8)
-    back = np.asarray(Image.open(io.BytesIO(core.encode_png(w, h, channels, arr.tobytes()))))
-    assert np.array_equal(back.reshape(arr.shape), arr)
-
-
-def test_sub_filter_matches_the_png_definition() -> None:
-    row = bytes(np.random.default_rng(3).integers(0, 256, 999, dtype=np.uint8))
-    for bpp in (1, 3, 4):
-        expected = bytes((row[i] - (row[i - bpp] if i >= bpp else 0)) & 0xFF for i in range(len(row)))
-        assert core._sub_filter_row(row, bpp) == expected
-
-
-def test_encode_png_reports_progress_and_checks_sizes() -> None:
-    seen: list[float] = []
-    core.encode_png(700, 900, 3, bytes(700 * 900 * 3), progress=seen.append)
-    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
-    with pytest.raises(ValueError):
-        core.encode_png(10, 10, 3, bytes(10))
-    with pytest.raises(ValueError):
-        core.encode_png(10, 10, 5, bytes(500))
-
-
-def test_encode_png_is_fast_enough_for_big_layers() -> None:
-    """A 24-megapixel RGB layer must encode in seconds, not minutes (pure Python per byte would)."""
-    w, h = 6000, 400  # 1/10 of 24 MP; the full size scales linearly
-    data = np.random.default_rng(0).integers(0, 256, size=w * h * 3, dtype=np.uint8).tobytes()
-    t0 = time.perf_counter()
-    core.encode_png(w, h, 3, data)
-    assert time.perf_counter() - t0 < 3.0
-
-
-# --- PNG checking ----------------------------------------------------------------------------------
-
-
-def test_check_mask_png_accepts_pillow_grey_masks() -> None:
-    mask = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30), dtype=np.uint8), "L")
-    info = core.check_mask_png(_png(mask), 30, 40)
-    assert (info.width, info.height, info.bit_depth, info.color_type) == (30, 40, 8, 0)
-
-
-@pytest.mark.parametrize(
-    "make,needle",
-    [
-        (lambda: _png(Image.new("RGB", (30, 40))), "8-bit RGB"),
-        (lambda: _png(Image.new("I;16", (30, 40))), "16-bit greyscale"),
-        (lambda: _png(Image.new("LA", (30, 40))), "greyscale+alpha"),
-        (lambda: _patch_ihdr(_png(Image.new("L", (30, 40))), lace=1), "interlaced"),
-        (lambda: _png(Image.new("L", (31, 40))), "31x40 mask for a 30x40 layer"),
-        (lambda: _png(Image.new("L", (30, 40)))[:-30], "truncated"),
-        (lambda: b"<html>oops</html>", "not a usable PNG"),
-        (lambda: _png(Image.new("L", (30, 40))).replace(b"IDAT", b"IDAX"), "CRC"),
-    ],
-)
-def test_check_mask_png_rejects_with_a_reason(make, needle: str) -> None:
+@pytest.mark.parametrize("kind,size,needle", [
+    ("8-bit RGB", (30, 40), "answered with a 8-bit RGB PNG, but the mask must be an 8-bit greyscale PNG"),
+    ("16-bit greyscale", (30, 40), "16-bit greyscale PNG"),
+    ("8-bit greyscale+alpha", (30, 40), "8-bit greyscale+alpha PNG"),
+    ("8-bit greyscale", (31, 40), "31x40 mask for a 30x40 layer"),
+])
+def test_check_mask_format_refuses_with_a_reason(kind: str, size: tuple[int, int], needle: str) -> None:
     with pytest.raises(core.PluginError) as err:
-        core.check_mask_png(make(), 30, 40)
-    assert needle in str(err.value)
-    assert "Fix:" in str(err.value)
-
-
-def test_check_mask_png_rejects_short_pixel_data() -> None:
-    """Structurally fine but too few rows inside IDAT: a server bug must not become a half mask."""
-    short = core.encode_png(30, 20, 1, bytes(600))
-    forged = _patch_ihdr(short, height=40)
-    with pytest.raises(core.PluginError, match="truncated or malformed"):
-        core.check_mask_png(forged, 30, 40)
+        core.check_mask_format(kind, size, (30, 40), "http://srv")
+    assert needle in str(err.value) and "Fix:" in str(err.value)
+    core.check_mask_format("8-bit greyscale", (30, 40), (30, 40), "http://srv")  # the promised mask passes
 
 
 # --- settings, key file, URL -------------------------------------------------------------------
@@ -238,7 +178,7 @@ def test_project_folder_from_the_install_record_or_the_checkout(tmp_path: Path) 
     (installed / core.PROJECT_RECORD).write_text("/home/me/replace background\n")
     assert core.project_folder(str(installed)) == "/home/me/replace background"
     # run from the checkout itself (Preferences > Folders > Plug-ins = <project>/gimp_plugin)
-    assert core.project_folder(str(PLUGIN_DIR)) == str(PLUGIN_DIR.parents[1])
+    assert core.project_folder(str(SOURCE_DIR)) == str(SOURCE_DIR.parents[1])
 
 
 def test_defaults_mean_this_projects_server(tmp_path: Path) -> None:
@@ -327,13 +267,11 @@ def fake() -> FakeMaskServer:
 
 
 def _photo_png(w: int = 48, h: int = 32) -> bytes:
-    return core.encode_png(w, h, 3, bytes(range(256)) * (w * h * 3 // 256) + bytes(w * h * 3 % 256))
+    return _png(Image.frombytes("RGB", (w, h), bytes(range(256)) * (w * h * 3 // 256) + bytes(w * h * 3 % 256)))
 
 
 def test_request_mask_sends_the_documented_request(fake: FakeMaskServer) -> None:
     body = core.request_mask(_settings(fake.url, key="sekret"), _photo_png())
-    info = core.check_mask_png(body, 48, 32)
-    assert (info.width, info.height) == (48, 32)
     mask = np.asarray(Image.open(io.BytesIO(body)))
     assert np.array_equal(mask, np.frombuffer(ellipse_mask(48, 32), np.uint8).reshape(32, 48))
     sent = fake.requests[-1]
@@ -368,12 +306,10 @@ def test_request_mask_failures(fake: FakeMaskServer, kw: dict, needle: str) -> N
     assert "Fix:" in str(err.value)
 
 
-@pytest.mark.parametrize("model,needle", [("fault-size", "49x32 mask"), ("fault-rgb", "8-bit RGB"),
-                                          ("fault-truncated", "truncated")])
-def test_malformed_masks_are_caught(fake: FakeMaskServer, model: str, needle: str) -> None:
-    body = core.request_mask(_settings(fake.url, key="sekret", model=model), _photo_png())
-    with pytest.raises(core.PluginError, match=needle):
-        core.check_mask_png(body, 48, 32, fake.url)
+def test_a_truncated_answer_is_refused(fake: FakeMaskServer) -> None:
+    """The whole HTTP body arrived but holds half a PNG: refused, never handed to GIMP's loader."""
+    with pytest.raises(core.PluginError, match="not a usable PNG mask: it is truncated"):
+        core.request_mask(_settings(fake.url, key="sekret", model="fault-truncated"), _photo_png())
 
 
 def test_request_mask_server_down() -> None:

@@ -203,7 +203,23 @@ def fake_batch(gimp_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Gi
         cases += [{"name": n, "input": photo, "setup": st, "args": {**base, **args}} for n, st, args in refused]
         cases.append({"name": "fake_ok_soft", "input": photo, "setup": {"select": [0, 0, 64, 64]},
                       "args": {**base, "background": "transparent", "grow": -3, "feather": 6}})
-        return run_gimp(job, cases)
+        with FakeMaskServer(key="k") as uploads:  # gets only the UPLOADS cases, in order
+            cases += [{"name": name, "input": photo, "setup": setup,
+                       "args": {"server-url": uploads.url, "inference-key": "k", "background": "transparent"}}
+                      for name, setup in UPLOADS.items()]
+            run = run_gimp(job, cases)
+            run.uploads = dict(zip(UPLOADS, uploads.uploads, strict=False))
+            return run
+
+
+# Layers whose upload (GIMP's PNG export of the layer) the fake server keeps: a smaller, moved layer with
+# an old mask (which must not reach the alpha) over another layer; float with alpha; 16-bit greyscale.
+UPLOADS = {
+    "upload_offset_masked": {"crop_layer": [96, 40, 320, 400], "offsets": [150, 70], "under_layer": True,
+                             "old_mask": True},
+    "upload_float_alpha": {"precision": "float-linear", "alpha": True},
+    "upload_gray_u16": {"gray": True, "precision": "u16-linear"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +289,35 @@ def test_failure_half_way_through_the_edit_is_rolled_back(rollback_batch: GimpRu
     """Old mask restored, added alpha removed, new layers gone, selection and visibility as before."""
     needles = ["failed unexpectedly", "fault injected"]
     assert_failed_cleanly(rollback_batch.case(name), needles, hint=False, undo_clean=False)
+
+
+def _chunks(png: bytes) -> list[bytes]:
+    """The chunk types of a PNG, in order."""
+    pos, kinds = 8, []
+    while pos < len(png):
+        length = int.from_bytes(png[pos:pos + 4], "big")
+        kinds.append(png[pos + 4:pos + 8])
+        pos += 12 + length
+    return kinds
+
+
+@pytest.mark.parametrize("name,mode", [("upload_offset_masked", "RGB"), ("upload_float_alpha", "RGBA"),
+                                       ("upload_gray_u16", "L")])
+def test_the_upload_is_the_layers_own_pixels(fake_batch: GimpRun, name: str, mode: str) -> None:
+    """GIMP's PNG export sends exactly the pixels the layer holds, read as 8-bit sRGB: at its own size,
+    not the canvas's; without its layer mask, the layers around it or its offsets; greyscale stays one
+    channel and alpha is kept. No metadata: an Exif orientation would make the server turn the photo."""
+    case = successful(fake_batch, name)
+    png = fake_batch.uploads[name]
+    sent = Image.open(io.BytesIO(png))
+    assert sent.mode == mode and list(sent.size) == case["layer"]["size"]
+    assert not sent.info.get("interlace")
+    want = layer_pixels(fake_batch, case)
+    got = np.asarray(sent.convert("RGBA"))
+    assert np.array_equal(got, want), f"upload differs from the layer in {np.count_nonzero(got != want)} values"
+    assert _chunks(png)[0] == b"IHDR" and _chunks(png)[-1] == b"IEND"
+    # only the pixels and the statement that they are sRGB (sRGB, gAMA, cHRM): no eXIf, iCCP, text, offsets
+    assert set(_chunks(png)) <= {b"IHDR", b"sRGB", b"gAMA", b"cHRM", b"IDAT", b"IEND"}, _chunks(png)
 
 
 def test_grow_and_feather_work_and_ignore_the_selection(fake_batch: GimpRun) -> None:

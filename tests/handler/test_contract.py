@@ -1,4 +1,5 @@
-"""handler/contract.py: the one statement of the HTTP contract, and the copy the GIMP plug-in carries.
+"""handler/contract.py: the one statement of the HTTP contract (the GIMP plug-in gets it from install.sh,
+which copies this file into the installed plug-in; tests/gimp/test_gimp_install.py checks that copy).
 
 The server, the client and the plug-in used to restate the contract and had drifted (the plug-in's
 automatic blur radius had a 1-px floor "like the server", whose floor was 2 px; the model name was
@@ -27,15 +28,6 @@ from PIL import Image
 
 from handler import client, contract, person_handler, request, serve
 from segmenter import imaging, inference, refine
-
-REPO = Path(__file__).resolve().parents[2]
-PLUGIN_COPY = REPO / "gimp_plugin" / "replace-background" / "replace_background_contract.py"
-
-
-def test_the_plugin_carries_an_identical_copy() -> None:
-    assert PLUGIN_COPY.read_bytes() == Path(contract.__file__).read_bytes(), (
-        "gimp_plugin/replace-background/replace_background_contract.py differs from handler/contract.py: "
-        "run `make plugin-contract` (the plug-in cannot import the project, so it carries a copy)")
 
 
 def test_the_contract_needs_only_the_standard_library() -> None:

@@ -10,17 +10,14 @@ server stopping mid-request is in test_server_stop.py. Both send through the one
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from handler.client import Client, ClientError
+from tests.plugin_folder import import_core
 from tests.reliability.raw_servers import RawServer
 
-REPO = Path(__file__).resolve().parents[2]
-PLUGIN_DIR = REPO / "gimp_plugin" / "replace-background"
 TIMEOUT = 1.0
 # How far past its timeout a client may return: thread start-up and one last 0.2 s poll on a busy
 # 2-core machine. A hang would be minutes (or forever, for the trickling server).
@@ -29,10 +26,9 @@ SMALL = b"\x89PNG\r\n\x1a\n" + bytes(2000)
 BIG = bytes(48 << 20)  # more than the loopback socket buffers hold, so a server that never reads blocks send()
 
 
-# The plug-in's stdlib module from its folder, as tests/gimp/fake_mask_server.py imports it (same module object).
-if str(PLUGIN_DIR) not in sys.path:
-    sys.path.insert(0, str(PLUGIN_DIR))
-import replace_background_core as core  # noqa: E402
+# The plug-in's stdlib module from a folder install.sh filled, as tests/gimp/fake_mask_server.py imports it
+# (same module object).
+core = import_core()
 
 
 def plugin_request(url: str, body: bytes, timeout: float = TIMEOUT) -> bytes:
