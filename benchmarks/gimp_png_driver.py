@@ -42,6 +42,7 @@ def median_seconds(fn, repeats):
 
 
 def main():
+    """Time both paths on the job's photo and mask in this GIMP; write result.json next to the job."""
     with open(JOB) as fh:
         job = json.load(fh)
     plugin = load_module("rb_plugin", job["plugin"])
@@ -55,6 +56,7 @@ def main():
     url = "http://bench"
 
     def new_decode():
+        """What fetch_mask does with the answer now: whole-PNG check, GIMP's loader, format check, read."""
         core.check_png_complete(answer, url)
         mask_img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["mask"]))
         mask_layer = mask_img.get_layers()[0]
@@ -72,9 +74,11 @@ def main():
         fmt = "R'G'B'A u8" if channels == 4 else "R'G'B' u8"
 
         def old_encode():
+            """The former upload: pixels read into Python, then its own PNG encoder."""
             return old.encode_png(w, h, channels, plugin._read_pixels(layer, fmt, channels, lambda _f: None))
 
         def old_decode():
+            """The former answer path: its Python PNG checker (chunks, CRCs, inflate), then GIMP's loader."""
             old.check_mask_png(answer, w, h, url)
             mask_img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["mask"]))
             plugin._read_pixels(mask_img.get_layers()[0], "Y' u8", 1, lambda _f: None)
