@@ -4,9 +4,9 @@ What a request may say (model name, modes, backgrounds, formats, limits, the def
 and how a client finds and renews its key are written here once. The server side
 (``handler/request.py``, ``handler/person_handler.py``, ``handler/serve.py``) and the batch client
 (``handler/client.py``) import this module; the GIMP plug-in, which runs in GIMP's own Python and
-cannot import this project, carries a byte-identical copy,
-``gimp_plugin/replace-background/replace_background_contract.py``. ``tests/handler/test_contract.py``
-fails when the copy differs (refresh it with ``make plugin-contract``), so the two cannot drift.
+cannot import this project, gets this very file: ``gimp_plugin/install.sh`` copies it into the
+installed plug-in as ``replace_background_contract.py`` (and a plug-in run from a checkout loads it
+from here), so there is nothing to drift.
 
 Hence the rules of this file: the standard library only, no import from this project, nothing that
 needs a package's state. Adding a request option means adding it to ``OPTION_HEADERS`` (and, when it
