@@ -42,6 +42,7 @@ import torch
 from benchmarks.photos import jpeg_bytes, synthetic_photo
 from benchmarks.timing import median_time
 from handler import serve
+from handler.contract import MODEL_NAME
 from handler.person_handler import render, torch_threads
 from handler.request import Job, Options
 from segmenter import imaging
@@ -50,7 +51,7 @@ from segmenter.inference import Segmenter
 from segmenter.refine import upsample
 from training.export import export_archive
 
-PLAIN, BATCHED = "person_segmenter", "person_segmenter_batched"
+PLAIN, BATCHED = MODEL_NAME, f"{MODEL_NAME}_batched"
 MODES: dict[str, dict[str, str]] = {
     "mask": {"mode": "mask"},
     "mask-flip": {"mode": "mask", "tta": "flip"},  # the plug-in's default (Mirror pass)

@@ -190,9 +190,18 @@ def _instance_env(workdir: Path) -> dict[str, str]:
                 METRICS_LOCATION=str(workdir / "logs"))
 
 
+def find_tool(name: str) -> str | None:
+    """A command installed beside the running Python (the project's .venv) or else on PATH.
+
+    The venv's own copy first: ``make serve`` must run the pinned TorchServe even when another one
+    is on PATH, and a venv that is not activated has its commands only beside its python.
+    """
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
 def _torchserve() -> str:
-    local = Path(sys.executable).parent / "torchserve"
-    found = str(local) if local.exists() else shutil.which("torchserve")
+    found = find_tool("torchserve")
     if not found:
         raise ServeError("torchserve not found; run `make setup` (installs requirements.txt into .venv)")
     return found

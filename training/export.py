@@ -23,6 +23,7 @@ from pathlib import Path
 if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
     sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
+from handler.contract import MODEL_NAME
 from segmenter import checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def _copy_package(name: str, dst: Path) -> None:
 
 
 def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO / "model_store",
-                   name: str = "person_segmenter", version: str = "1.0",
+                   name: str = MODEL_NAME, version: str = "1.0",
                    settings: dict | None = None) -> Path:
     """Build ``<model_store>/<name>.mar``; returns its path. Raises with a clear message on failure."""
     ckpt = checkpoint.load(checkpoint_path)
@@ -84,8 +85,9 @@ def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO /
 
 
 def _archiver() -> str:
-    local = Path(sys.executable).parent / "torch-model-archiver"
-    found = str(local) if local.exists() else shutil.which("torch-model-archiver")
+    from handler.serve import find_tool
+
+    found = find_tool("torch-model-archiver")
     if not found:
         raise RuntimeError("torch-model-archiver not found; run `make setup` first")
     return found
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="checkpoint to export (default: the shipped weights)")
     p.add_argument("--model-store", type=Path, default=REPO / "model_store")
-    p.add_argument("--name", default="person_segmenter", help="model name (the .mar file's base name)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name (the .mar file's base name)")
     p.add_argument("--version", default="1.0")
     p.add_argument("--batch-size", type=int, default=DEFAULT_MODEL_CONFIG["batchSize"])
     p.add_argument("--max-batch-delay", type=int, default=DEFAULT_MODEL_CONFIG["maxBatchDelay"], help="ms")

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from handler.contract import MODEL_NAME
 from segmenter.model import DEFAULT_DEPTH, ENCODERS
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE
 from training.losses import LOSSES
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-count", type=int, default=4)
     p.add_argument("--no-export", action="store_true", help="do not build a .mar at the end")
     p.add_argument("--model-store", type=Path, default=Path("model_store"))
-    p.add_argument("--model-name", default="person_segmenter")
+    p.add_argument("--model-name", default=MODEL_NAME)
     return p
 
 
