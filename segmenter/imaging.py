@@ -190,8 +190,8 @@ def blurred(image: Image.Image, radius: float | None = None) -> Image.Image:
 
     A wide blur is computed on a copy reduced by ``radius / BLUR_SIGMA_AT_WORK`` and scaled back:
     what survives a blur of radius ``r`` has no detail finer than ``r`` pixels, so the result
-    differs from a full-size blur by at most a few levels (under 1 on average), at a fraction of the
-    cost (a 12-megapixel photo with the default radius: 0.07 s instead of ~0.8 s).
+    differs from a full-size blur by at most a few levels (under 1 on average), at about a tenth of
+    the cost at camera sizes (docs/BENCHMARKS.md, "Design choices in the code").
     """
     if radius is None:
         radius = max(2.0, 0.02 * float(np.hypot(*image.size)))

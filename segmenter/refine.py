@@ -33,13 +33,12 @@ GUIDE = "rgb"
 # Output rows computed at once when the coefficients are applied: small enough to stay in cache.
 BAND_ROWS = 32
 # Matte levels: a refined probability below LEVELS[0] becomes 0 (background), above LEVELS[1] 255
-# (person), linear between. The network is rarely sure of the background: without this step half
-# the background pixels of an eg1800 portrait had a mask value >= 8, so a composite showed the old
-# background through the new one (a haze) and a mask PNG was 3.5x larger. (0.25, 0.75) cut that
-# haze from 51% to 18% of background pixels (eg1800 test) and 35% to 7% (ccp), the mean absolute
-# error against the truth by 42-53%, and leaves the 0.5 threshold where it was, so IoU and
-# boundary F are unchanged (benchmarks/levels_quality.py, docs/SERVING.md). Edges get twice as steep;
-# feather the layer mask in GIMP for a softer one.
+# (person), linear between. The network is rarely sure of the background: without this step much of
+# the background of a portrait kept a small mask value, so a composite showed the old background
+# through the new one (a haze) and mask PNGs grew. The levels cut that haze and the error against the
+# truth, and leave the 0.5 threshold where it was, so IoU and boundary F are unchanged (figures and
+# command: benchmarks/levels_quality.py, docs/SERVING.md). Edges get twice as steep; feather the
+# layer mask in GIMP for a softer one.
 LEVELS = (0.25, 0.75)
 # Pillow's reducing_gap for the working-size guide (see _pixels).
 GUIDE_REDUCING_GAP = 1.0

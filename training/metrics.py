@@ -27,7 +27,7 @@ def dice(pred: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation as two 1-D max-pools: O(r) per pixel instead of O(r^2) (0.4 s -> ms at 0.5 MP)."""
+    """Square dilation as two 1-D max-pools: O(r) per pixel instead of O(r^2), so scoring stays cheap."""
     k = 2 * radius + 1
     x = F.max_pool2d(mask.float()[None, None], (k, 1), stride=1, padding=(radius, 0))
     return F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))[0, 0] > 0

@@ -693,7 +693,7 @@ class ReplaceBackground(Gimp.PlugIn):
         )
         procedure.add_boolean_argument(
             "mirror-pass", "Mirror pass (more _accurate, slower)",
-            "Also segment the mirrored layer and average the two masks: a better mask for ~20 ms more server time",
+            "Also segment the mirrored layer and average the two masks: a better mask, a little slower",
             True, rw,
         )
         procedure.add_choice_argument("output", "Out_put", "How the result is added", _choice(OUTPUTS), "mask", rw)
