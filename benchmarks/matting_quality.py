@@ -1,6 +1,6 @@
 """Edge-band colour error of served composites, with the edge stage (segmenter/matting.py) on and off.
 
-    python benchmarks/matting_quality.py --data ../shared/datasets/eg1800 --data ../shared/datasets/ccp \\
+    python benchmarks/matting_quality.py --data datasets/eg1800 --data datasets/ccp \\
         --val-list training/splits/shared_val.txt --limit 24 [--crops docs/images]
 
 The truth is known only where we make it: each validation photo's person is put onto background A
