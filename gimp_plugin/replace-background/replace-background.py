@@ -3,9 +3,11 @@
 # Replace Background... - a GIMP 3 plug-in of the replace-background project (MIT licence).
 #
 # Sends the selected layer to the project's own TorchServe (on your machine; nothing goes to a
-# third party), gets back the person mask (docs/API.md, mode=mask) and builds the result in GIMP
-# as editable layers: a layer mask on the photo plus a colour / image / blurred background layer
-# under it, or a new composite layer, or the composite applied in place. One undo step.
+# third party), gets back the person's soft matte and edge colours (docs/API.md, mode=cutout with
+# the edge stage) or the plain mask (mode=mask), and builds the result in GIMP as editable layers:
+# a layer mask on the photo (or on a copy holding the person's own edge colours) plus a colour /
+# image / blurred background layer under it, or a new composite layer, or the composite applied
+# in place. One undo step.
 #
 # The HTTP and error-message code lives in replace_background_core.py next to this file
 # (standard library only, tested outside GIMP); this file does the GIMP work, PNG included:
@@ -50,6 +52,11 @@ BACKGROUNDS = (
     ("image", "Image file (scaled to cover)"),
     ("blur", "Blurred copy of the photo"),
 )
+EDGES = (
+    ("colours", "Soft matte + the person's own colours (masked copy)"),
+    ("matte", "Soft matte (the photo's pixels untouched)"),
+    ("off", "The model's mask as it is"),
+)
 OUTPUTS = (
     ("mask", "Layer mask on the photo + background layer (non-destructive)"),
     ("new-layer", "New layer with the composite"),
@@ -79,6 +86,7 @@ class Options:
     output: str
     grow: int
     feather: float
+    edge: str = "colours"
 
     @classmethod
     def from_config(cls, config: Gimp.ProcedureConfig) -> Options:
@@ -91,6 +99,7 @@ class Options:
                     f"Key file {key_file.get_uri()} is not a local file. "
                     "Fix: choose the key_file.json on this computer."
                 )
+        edge = config.get_property("edge")
         # Options left at their defaults mean this project's own server, found through install.sh's record.
         server = core.resolve_server(
             config.get_property("server-url"),
@@ -100,6 +109,7 @@ class Options:
             project=core.project_folder(_HERE),
             timeout=float(config.get_property("timeout")),
             tta="flip" if config.get_property("mirror-pass") else "none",
+            mode=core.EDGE_MODES[edge],
         )
         core.predictions_url(server.url, server.model)  # validate before any pixel is read
         opts = cls(
@@ -111,6 +121,7 @@ class Options:
             output=config.get_property("output"),
             grow=int(config.get_property("grow")),
             feather=float(config.get_property("feather")),
+            edge=edge,
         )
         if opts.background == "image" and opts.image_file is None:
             raise core.PluginError(
@@ -294,40 +305,88 @@ def describe_format(image: Gimp.Image, layer: Gimp.Layer) -> str:
     return f"{bits.get(component, component)}{linear} {kind}{alpha}"
 
 
-def fetch_mask(layer: Gimp.Layer, opts: Options, progress: Progress, temps: TempImages) -> bytes:
-    """Export the layer, ask the server for its mask, decode it; return ``width*height`` mask bytes."""
+@dataclass
+class Answer:
+    """What the server said about the layer, decoded: the mask GIMP will hold (the soft matte for
+    Edge=matte/colours) and, for Edge=colours, a temporary layer holding the person's own colours
+    where the matte is soft (opaque there, transparent elsewhere), ready to go over a copy of the photo."""
+
+    mask: bytes
+    colours: Gimp.Layer | None = None
+
+
+# alpha -> 255 where the matte is soft (0 < alpha < 255), else 0: the pixels whose colour is a mix of
+# person and old background, and the only ones whose colour the edge stage changes that can be seen
+SOFT_BAND = bytes([0] + [255] * 254 + [0])
+
+
+def fetch_mask(layer: Gimp.Layer, opts: Options, progress: Progress, temps: TempImages) -> Answer:
+    """Export the layer, ask the server, decode its answer: the mask and, for Edge=colours, the colours."""
     w, h = layer.get_width(), layer.get_height()
     core.check_layer_size(w, h)
     progress.stage("encoding the layer as PNG", 0.0, 0.35)
     png = export_png(layer)
-    _log(f"layer {layer.get_name()!r} {w}x{h}, {len(png)} bytes PNG -> {opts.server.url}")
+    _log(f"layer {layer.get_name()!r} {w}x{h}, {len(png)} bytes PNG -> {opts.server.url} (mode={opts.server.mode})")
 
     progress.stage(f"waiting for the server at {opts.server.url}", 0.35, 0.6)
     t0 = time.monotonic()
     answer = core.request_mask(opts.server, png, tick=Gimp.progress_pulse)  # bounded by Timeout as a whole
-    _log(f"mask answer {len(answer)} bytes in {time.monotonic() - t0:.2f} s")
+    _log(f"answer {len(answer)} bytes in {time.monotonic() - t0:.2f} s")
 
-    progress.stage("decoding the mask", 0.6, 0.7)
-    fd, path = tempfile.mkstemp(prefix="replace-background-mask-", suffix=".png")
+    progress.stage("decoding the answer", 0.6, 0.7)
+    decoded = decode_answer(answer, (w, h), opts, temps)
+    colours = None
+    if opts.server.mode == "mask":
+        # The PNG holds plain 0..255 mask values; reading "Y' u8" from the loaded (non-linear) image
+        # returns them unchanged.
+        mask = _read_pixels(decoded, "Y' u8", 1, progress)
+    else:
+        rgba = _read_pixels(decoded, "R'G'B'A u8", 4, progress)
+        mask = rgba[3::4]  # the soft matte
+        if opts.edge == "colours":
+            colours = edge_colours(decoded, rgba, mask, layer.get_image())
+    if opts.grow or opts.feather:
+        mask = soften_mask(mask, w, h, opts.grow, opts.feather, temps)
+    return Answer(mask, colours)
+
+
+def decode_answer(answer: bytes, size: tuple[int, int], opts: Options, temps: TempImages) -> Gimp.Layer:
+    """The server's PNG decoded by GIMP's loader into a temporary image, checked against the API."""
+    fd, path = tempfile.mkstemp(prefix="replace-background-answer-", suffix=".png")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(answer)
         fix = "Fix: check that Server URL is this project's TorchServe (port 8080 by default); retry."
-        mask_img = temps.add(_load_image(Gio.File.new_for_path(path), "mask from the server", fix))
+        img = temps.add(_load_image(Gio.File.new_for_path(path), "answer from the server", fix))
     finally:
         _unlink(path)
-    mask_layers = mask_img.get_layers()
-    if len(mask_layers) != 1:
-        raise core.PluginError(f"The mask from {opts.server.url} has {len(mask_layers)} layers, not one. {fix}")
-    mask_layer = mask_layers[0]
-    kind = describe_format(mask_img, mask_layer)
-    core.check_mask_format(kind, (mask_layer.get_width(), mask_layer.get_height()), (w, h), opts.server.url)
-    # The PNG holds plain 0..255 mask values; reading "Y' u8" from the loaded (non-linear) image
-    # returns them unchanged.
-    mask = _read_pixels(mask_layer, "Y' u8", 1, progress)
-    if opts.grow or opts.feather:
-        mask = soften_mask(mask, w, h, opts.grow, opts.feather, temps)
-    return mask
+    layers = img.get_layers()
+    if len(layers) != 1:
+        raise core.PluginError(f"The answer from {opts.server.url} has {len(layers)} layers, not one. {fix}")
+    decoded = layers[0]
+    kind = describe_format(img, decoded)
+    core.check_mask_format(kind, (decoded.get_width(), decoded.get_height()), size, opts.server.url,
+                           opts.server.mode)
+    return decoded
+
+
+def edge_colours(cutout: Gimp.Layer, rgba: bytes, alpha: bytes, target: Gimp.Image) -> Gimp.Layer:
+    """Turn the decoded cut-out into the colours layer: opaque only where the matte is soft.
+
+    Only those pixels take the server's colours: everywhere else the person layer keeps the photo's
+    own pixels at the image's precision, instead of the 8-bit copy the server sent back. The layer is
+    converted to the user's image's mode and precision here, before the edit, so nothing that can
+    fail is left for the undo group.
+    """
+    data = bytearray(rgba)
+    data[3::4] = alpha.translate(SOFT_BAND)
+    _write_pixels(cutout, "R'G'B'A u8", bytes(data))
+    img = cutout.get_image()
+    if target.get_base_type() == Gimp.ImageBaseType.GRAY:
+        img.convert_grayscale()
+    if img.get_precision() != target.get_precision():
+        img.convert_precision(target.get_precision())
+    return img.get_layers()[0]
 
 
 def soften_mask(mask: bytes, w: int, h: int, grow: int, feather: float, temps: TempImages) -> bytes:
@@ -423,6 +482,27 @@ class Edit:
         self.created.append(new)
         return new
 
+    def person_layer(self, colours: Gimp.Layer | None) -> Gimp.Layer:
+        """A copy of the photo layer, directly above it, without its old mask; with ``colours`` (Edge=
+        colours), the pixels where the matte is soft hold the person's own colours instead of the photo's."""
+        copy = self.layer.copy()
+        self.insert(copy, self.position(self.layer))
+        copy.set_visible(True)
+        if copy.get_mask() is not None:
+            copy.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        if colours is None:
+            return copy
+        edge = Gimp.Layer.new_from_drawable(colours, self.image)
+        self.insert(edge, self.position(copy))
+        edge.set_offsets(*self.layer.get_offsets()[1:])
+        edge.set_visible(True)
+        edge.set_opacity(100.0)
+        edge.set_mode(Gimp.LayerMode.NORMAL)
+        merged = self.image.merge_down(edge, Gimp.MergeType.CLIP_TO_BOTTOM_LAYER)
+        self.forget(copy, edge)
+        self.created.append(merged)
+        return merged
+
     def forget(self, *layers: Gimp.Layer) -> None:
         self.created = [c for c in self.created if all(c.get_id() != x.get_id() for x in layers)]
 
@@ -510,23 +590,38 @@ def _fault_point(name: str) -> None:
 
 
 def apply_edit(
-    image: Gimp.Image, layer: Gimp.Layer, mask: bytes, prepared: Gimp.Layer | None, opts: Options, progress: Progress
+    image: Gimp.Image, layer: Gimp.Layer, answer: Answer, prepared: Gimp.Layer | None, opts: Options,
+    progress: Progress
 ) -> tuple[Gimp.Layer, Gimp.Layer | None]:
-    """Change the user's image; returns (layer holding the person, background layer or None)."""
+    """Change the user's image; returns (layer holding the person, background layer or None).
+
+    With the person's edge colours and Output=mask, the mask goes on a copy that holds them and the
+    photo layer is hidden, untouched, under it (as in other editors, where decontaminated colours
+    always go to a new masked layer): changing the photo's own pixels would not be non-destructive.
+    """
     edit = Edit(image, layer)
+    mask = answer.mask
     progress.stage("building the layers", 0.7, 1.0)
     try:
-        if opts.output == "mask":
+        if opts.output == "mask" and answer.colours is None:
             background = edit.background_layer(opts, prepared, below=layer)
             progress(0.4)
             edit.set_mask(layer, mask, record=True)
             progress(0.9)
             _fault_point("edit")
             result = layer
+        elif opts.output == "mask":
+            result = edit.person_layer(answer.colours)
+            progress(0.3)
+            edit.set_mask(result, mask, record=False)
+            background = edit.background_layer(opts, prepared, below=result)
+            progress(0.9)
+            _fault_point("edit")
+            result.set_name(f"{layer.get_name()} (person)")
+            layer.set_visible(False)
+            edit.hid_layer = True
         else:
-            copy = layer.copy()
-            edit.insert(copy, edit.position(layer))  # directly above the original
-            copy.set_visible(True)
+            copy = edit.person_layer(answer.colours)  # directly above the original
             edit.set_mask(copy, mask, record=False)
             progress(0.3)
             background = edit.background_layer(opts, prepared, below=copy)
@@ -582,12 +677,12 @@ def replace_background(image: Gimp.Image, drawables: list[Gimp.Drawable], opts: 
     Gimp.progress_init("Replace Background")
     progress = Progress()
     try:
-        mask = fetch_mask(layer, opts, progress, temps)  # all network work happens here
+        answer = fetch_mask(layer, opts, progress, temps)  # all network work happens here
         prepared = prepare_background(image, layer, opts, temps)
         Gimp.context_push()
         image.undo_group_start()
         try:
-            result = apply_edit(image, layer, mask, prepared, opts, progress)
+            result = apply_edit(image, layer, answer, prepared, opts, progress)
         finally:
             image.undo_group_end()
             Gimp.context_pop()
@@ -610,7 +705,7 @@ def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool
     groups = (
         ("server", "Server", ["server-url", "model-name", "inference-key", "key-file", "timeout"]),
         ("background", "Background", ["background", "background-color", "background-image", "blur-radius"]),
-        ("output", "Result", ["mirror-pass", "output", "grow", "feather"]),
+        ("output", "Result", ["mirror-pass", "edge", "output", "grow", "feather"]),
     )
     for key, title, props in groups:
         dialog.get_label(f"{key}-title", title, False, False)
@@ -655,9 +750,11 @@ class ReplaceBackground(Gimp.PlugIn):
         procedure.add_menu_path(MENU_PATH)
         procedure.set_documentation(
             "Replace the background behind people using the local replace-background server",
-            "Sends the selected layer to the replace-background TorchServe (mode=mask, see docs/API.md) "
-            "and adds the person mask as a layer mask, with a colour, image or blurred background layer "
-            "under the photo; or creates a new composite layer; or applies it. Everything stays on the "
+            "Sends the selected layer to the replace-background TorchServe (docs/API.md: mode=cutout with "
+            "the edge stage, or mode=mask) and adds the person's soft matte as a layer mask (on a copy holding "
+            "the person's own edge colours, the photo kept hidden under it, or on the photo itself), with a "
+            "colour, image or blurred background layer under it; or creates a new composite layer; or "
+            "applies it. Everything stays on the "
             "server you name (default: this computer). One undo step; on any failure the image is left "
             "unchanged and the error says what to do.",
             name,
@@ -696,6 +793,13 @@ class ReplaceBackground(Gimp.PlugIn):
             "Also segment the mirrored layer and average the two masks: a better mask, a little slower",
             True, rw,
         )
+        procedure.add_choice_argument(
+            "edge", "Edge refi_nement",
+            "colours: the server's soft matte becomes the layer mask and the person's own colours replace the "
+            "mixed ones at the outline, on a masked copy of the photo (no fringe of the old background); "
+            "matte: the soft matte only, on the photo; off: the model's mask as it is",
+            _choice(EDGES), "colours", rw,
+        )
         procedure.add_choice_argument("output", "Out_put", "How the result is added", _choice(OUTPUTS), "mask", rw)
         procedure.add_int_argument(
             "grow", "_Grow mask (px)", "Grow the person mask by this many pixels; negative values shrink it",
@@ -705,7 +809,8 @@ class ReplaceBackground(Gimp.PlugIn):
             "feather", "F_eather edges (px)", "Soften the mask edge over about this many pixels", 0.0, 100.0, 0.0, rw
         )
         procedure.add_layer_return_value(
-            "result-layer", "Result layer", "The layer holding the person (the original layer for Output=mask)",
+            "result-layer", "Result layer",
+            "The layer holding the person (for Output=mask the original layer, or its masked copy with Edge=colours)",
             False, rw,
         )
         procedure.add_layer_return_value(

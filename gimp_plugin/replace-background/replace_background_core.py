@@ -61,8 +61,10 @@ except ImportError:  # pragma: no cover - depends on the GIMP build
     ssl = None  # type: ignore[assignment]
 
 __all__ = [
+    "CUTOUT_KIND",
     "DEFAULT_MODEL",
     "DEFAULT_URL",
+    "EDGE_MODES",
     "MAX_PIXELS",
     "MIN_SIDE",
     "PluginError",
@@ -94,6 +96,11 @@ PROJECT_RECORD = "replace_background_project.txt"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every PNG ends with (empty, fixed CRC)
 MASK_KIND = "8-bit greyscale"  # what mode=mask answers: docs/API.md
+CUTOUT_KIND = "8-bit RGB+alpha"  # what mode=cutout answers: the edge stage's colours, its soft matte as alpha
+# The plug-in's Edge option -> what it asks the server for: the model's mask as it is, or the edge stage's
+# cut-out (docs/API.md, matting), whose alpha is the soft matte and whose colours are the person's own.
+EDGE_MODES = {"off": "mask", "matte": "cutout", "colours": "cutout"}
+ANSWER_KIND = {"mask": MASK_KIND, "cutout": CUTOUT_KIND}
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -127,15 +134,19 @@ def check_png_complete(data: bytes, url: str) -> None:
                           f"with the PNG's IEND chunk). {_FIX_VERSION}")
 
 
-def check_mask_format(kind: str, size: tuple[int, int], layer_size: tuple[int, int], url: str) -> None:
-    """Check the mask GIMP decoded: ``kind`` (e.g. "8-bit greyscale") and ``size`` against the layer's.
+def check_mask_format(kind: str, size: tuple[int, int], layer_size: tuple[int, int], url: str,
+                      mode: str = "mask") -> None:
+    """Check the answer GIMP decoded: ``kind`` (e.g. "8-bit greyscale") and ``size`` against the layer's.
 
-    The API promises an 8-bit greyscale PNG of the layer's size (mode=mask in docs/API.md); anything
-    else means Server URL names another service or server and plug-in do not match.
+    The API promises a PNG of the layer's size, 8-bit greyscale for mode=mask and 8-bit RGBA for
+    mode=cutout (docs/API.md); anything else means Server URL names another service or server and
+    plug-in do not match.
     """
-    if kind != MASK_KIND:
-        raise PluginError(f"The server at {url} answered with a {kind} PNG, but the mask must be an "
-                          f"{MASK_KIND} PNG (mode=mask in docs/API.md). {_FIX_VERSION}")
+    want = ANSWER_KIND[mode]
+    if kind != want:
+        what = "mask" if mode == "mask" else "cut-out"
+        raise PluginError(f"The server at {url} answered with a {kind} PNG, but the {what} must be an "
+                          f"{want} PNG (mode={mode} in docs/API.md). {_FIX_VERSION}")
     if size != layer_size:
         raise PluginError(
             f"The server returned a {size[0]}x{size[1]} mask for a {layer_size[0]}x{layer_size[1]} layer. "
@@ -179,6 +190,8 @@ class ServerSettings:
     management_url: str = ""
     # This project's folder when known (install.sh's record): messages name the command that starts it.
     project: str = ""
+    # "mask": the model's mask; "cutout": the edge stage's soft matte (alpha) and person colours (RGB).
+    mode: str = "mask"
 
 
 def predictions_url(base_url: str, model: str) -> str:
@@ -246,7 +259,7 @@ def resolve_key(typed_key: str, key_file: str | None) -> str:
 
 
 def resolve_server(url: str, model: str, typed_key: str, key_file: str | None, project: str = "",
-                   timeout: float = 120.0, tta: str = "none") -> ServerSettings:
+                   timeout: float = 120.0, tta: str = "none", mode: str = "mask") -> ServerSettings:
     """The settings a run uses: the options as given, and for options left at their defaults, this
     project's running server (``project``/serve: its address, model and key file).
 
@@ -271,7 +284,7 @@ def resolve_server(url: str, model: str, typed_key: str, key_file: str | None, p
     key = resolve_key(typed_key, source or None)
     management = contract.management_url_for(source, url) if source and url.startswith("http") else ""
     return ServerSettings(url=url, model=model, key=key, timeout=timeout, tta=tta, key_file=source,
-                          management_url=management, project=project)
+                          management_url=management, project=project, mode=mode)
 
 
 def renewed(settings: ServerSettings) -> ServerSettings | None:
@@ -291,13 +304,17 @@ def renewed(settings: ServerSettings) -> ServerSettings | None:
 
 
 def build_mask_request(settings: ServerSettings) -> tuple[str, dict[str, str]]:
-    """The URL and headers of the ``mode=mask`` request of docs/API.md: a raw PNG body, ``X-`` options.
+    """The URL and headers of the ``mode=mask`` (or ``cutout``) request of docs/API.md: a raw PNG body,
+    ``X-`` options.
 
     A raw body is simpler and cheaper than multipart for a single image; ``Content-Type`` is
-    mandatory because TorchServe treats a body without one as a form and fails.
+    mandatory because TorchServe treats a body without one as a form and fails. A cut-out asks for
+    the edge stage by name, so that a server whose default changes still answers with the soft matte.
     """
-    headers = {"Content-Type": "image/png", contract.OPTION_HEADERS["mode"]: "mask",
+    headers = {"Content-Type": "image/png", contract.OPTION_HEADERS["mode"]: settings.mode,
                "Accept": "image/png, application/json"}
+    if settings.mode == "cutout":
+        headers[contract.OPTION_HEADERS["matting"]] = "on"
     if settings.tta != "none":
         headers[contract.OPTION_HEADERS["tta"]] = settings.tta
     if settings.key:

@@ -1,4 +1,4 @@
-"""A tiny stdlib HTTP server that speaks docs/API.md's ``mode=mask`` answer, plus scripted faults.
+"""A tiny stdlib HTTP server that speaks docs/API.md's ``mode=mask`` and ``mode=cutout`` answers, plus faults.
 
 Only a test aid: the real end-to-end tests run against the real TorchServe. This one lets the
 unit tests (and the GIMP error-path tests) produce answers the real server never gives on
@@ -7,7 +7,8 @@ the PNGs it was sent (``uploads``), so a test can check what GIMP's PNG export u
 fault is chosen by the model name in the URL, e.g. ``/predictions/fault-size``.
 
 The mask is geometric (a soft-edged ellipse), so no image decoding is needed: the server reads
-only the PNG header of the upload to learn the size.
+only the PNG header of the upload to learn the size. A cut-out has that ellipse as alpha and one
+colour (``CUTOUT_RGB``) everywhere, so a test can tell the "person colours" from the photo's.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+CUTOUT_RGB = (200, 60, 30)  # the colour of every pixel of the fake cut-out
 
 
 def ellipse_mask(width: int, height: int) -> bytes:
@@ -113,8 +117,10 @@ class FakeMaskServer:
                                             "message": "Prediction failed"})
                 if model == "fault-slow":
                     time.sleep(float(self.headers.get("X-Fake-Delay", "5")))
-                if self.headers.get("Content-Type") != "image/png" or self.headers.get("X-Mode") != "mask":
-                    return self._json(400, {"error": "fake server expects a raw image/png body with X-Mode: mask"})
+                mode = self.headers.get("X-Mode")
+                if self.headers.get("Content-Type") != "image/png" or mode not in ("mask", "cutout"):
+                    return self._json(400, {"error": "fake server expects a raw image/png body with X-Mode: "
+                                                     "mask or cutout"})
                 if not body.startswith(core.PNG_SIGNATURE) or len(body) < 33:
                     return self._json(400, {"error": "not a PNG image"})
                 width, height = struct.unpack(">II", body[16:24])
@@ -122,6 +128,8 @@ class FakeMaskServer:
                     width += 1
                 server.uploads.append(body)
                 mask = Image.frombytes("L", (width, height), ellipse_mask(width, height))
+                if mode == "cutout":
+                    mask = Image.merge("RGBA", (*Image.new("RGB", mask.size, CUTOUT_RGB).split(), mask))
                 png = _png(mask.convert("RGB") if model == "fault-rgb" else mask)
                 if model == "fault-truncated":
                     png = png[: len(png) // 2]

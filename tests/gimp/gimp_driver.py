@@ -239,6 +239,8 @@ def run_case(proc, case):
                 with open(os.path.join(OUT_DIR, name + ".background.rgba"), "wb") as fh:
                     fh.write(pixels(bl))
                 res["background_size"] = [bl.get_width(), bl.get_height()]
+            with open(os.path.join(OUT_DIR, name + ".result.rgba"), "wb") as fh:
+                fh.write(pixels(target))  # the person layer's own pixels (a masked copy for Edge=colours)
             res["result_offsets"] = list(target.get_offsets()[1:])
             res["result_size"] = [target.get_width(), target.get_height()]
             res["result_has_mask"] = mask is not None

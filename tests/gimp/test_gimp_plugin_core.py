@@ -111,6 +111,21 @@ def test_check_mask_format_refuses_with_a_reason(kind: str, size: tuple[int, int
     core.check_mask_format("8-bit greyscale", (30, 40), (30, 40), "http://srv")  # the promised mask passes
 
 
+def test_check_mask_format_for_a_cutout() -> None:
+    """Edge=matte/colours ask for mode=cutout, which must be 8-bit RGBA; a greyscale mask is refused then."""
+    core.check_mask_format("8-bit RGB+alpha", (30, 40), (30, 40), "http://srv", "cutout")
+    with pytest.raises(core.PluginError) as err:
+        core.check_mask_format("8-bit greyscale", (30, 40), (30, 40), "http://srv", "cutout")
+    assert "the cut-out must be an 8-bit RGB+alpha PNG (mode=cutout" in str(err.value)
+
+
+def test_edge_option_names_what_is_asked_for() -> None:
+    """off: the model's mask; matte and colours: the edge stage's cut-out (its alpha is the soft matte)."""
+    assert core.EDGE_MODES == {"off": "mask", "matte": "cutout", "colours": "cutout"}
+    settings = core.resolve_server("http://h:1", "m", "k", None, mode=core.EDGE_MODES["colours"])
+    assert settings.mode == "cutout"
+
+
 # --- settings, key file, URL -------------------------------------------------------------------
 
 
@@ -136,6 +151,9 @@ def test_mask_request_headers() -> None:
     assert plain["Authorization"] == "Bearer k" and "X-TTA" not in plain
     _, flip = core.build_mask_request(core.ServerSettings(url="http://h:1", tta="flip"))
     assert flip["X-TTA"] == "flip" and "Authorization" not in flip
+    assert "X-Matting" not in plain  # the edge stage only matters for a cut-out
+    _, cut = core.build_mask_request(core.ServerSettings(url="http://h:1", mode="cutout"))
+    assert cut["X-Mode"] == "cutout" and cut["X-Matting"] == "on"
 
 
 def test_read_key_file(tmp_path: Path) -> None:
@@ -279,6 +297,15 @@ def test_request_mask_sends_the_documented_request(fake: FakeMaskServer) -> None
     assert sent["headers"]["Content-Type"] == "image/png"
     assert sent["headers"]["X-Mode"] == "mask"
     assert sent["headers"]["Authorization"] == "Bearer sekret"
+
+
+def test_request_cutout_gets_the_rgba_answer(fake: FakeMaskServer) -> None:
+    body = core.request_mask(_settings(fake.url, key="sekret", mode="cutout"), _photo_png())
+    cut = np.asarray(Image.open(io.BytesIO(body)))
+    assert cut.shape == (32, 48, 4)
+    assert np.array_equal(cut[..., 3], np.frombuffer(ellipse_mask(48, 32), np.uint8).reshape(32, 48))
+    assert fake.requests[-1]["headers"]["X-Mode"] == "cutout"
+    assert fake.requests[-1]["headers"]["X-Matting"] == "on"
 
 
 def test_request_mask_ignores_proxy_settings(fake: FakeMaskServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from fake_mask_server import FakeMaskServer, ellipse_mask
+from fake_mask_server import CUTOUT_RGB, FakeMaskServer, ellipse_mask
 from gimp_harness import PROC_NAME, GimpRun, assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
 from PIL import Image
 
@@ -119,6 +119,41 @@ def server_mask(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarr
     return np.asarray(mask)
 
 
+def server_cutout(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarray:
+    """The real server's cut-out with the edge stage (mode=cutout, matting=on) for these layer pixels:
+    what Edge=matte and Edge=colours ask for. Alpha is the soft matte, RGB the person's colours."""
+    img = Image.fromarray(rgba, "RGBA")
+    if (rgba[..., 3] == 255).all():
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    resp = requests.post(
+        f"{server.inference_url}/predictions/{server.model_name}",
+        data=buf.getvalue(),
+        headers={"Content-Type": "image/png", "X-Mode": "cutout", "X-Matting": "on", "X-TTA": tta,
+                 "Authorization": f"Bearer {server.inference_key}"},
+        timeout=300,
+    )
+    assert resp.status_code == 200, resp.text[:500]
+    cut = Image.open(io.BytesIO(resp.content))
+    assert cut.mode == "RGBA"
+    return np.asarray(cut)
+
+
+def result_pixels(run: GimpRun, case: dict) -> np.ndarray:
+    """The pixels of the layer holding the person (the procedure's first return value)."""
+    w, h = case["result_size"]
+    return np.fromfile(run.path(case["name"] + ".result.rgba"), np.uint8).reshape(h, w, 4)
+
+
+def assert_person_colours(person: np.ndarray, photo: np.ndarray, alpha: np.ndarray, colours: np.ndarray) -> None:
+    """Edge=colours: where the matte is soft the person layer holds the given colours, elsewhere the photo's."""
+    soft = (alpha > 0) & (alpha < 255)
+    assert soft.any(), "no soft edge in the matte"
+    assert np.abs(person[soft][:, :3].astype(int) - colours[soft][:, :3]).max() <= 1, "edge colours not used"
+    assert np.array_equal(person[~soft], photo[~soft]), "pixels away from the soft edge must be the photo's"
+
+
 def assert_same_mask(got: np.ndarray, want: np.ndarray) -> None:
     assert got.shape == want.shape
     diff = np.abs(got.astype(int) - want.astype(int))
@@ -191,7 +226,14 @@ def fake_batch(gimp_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Gi
         faulty = [("html", "fault-html"), ("size", "fault-size"), ("truncated", "fault-truncated"),
                   ("rgb", "fault-rgb"), ("http400", "fault-400")]
         cases = [{"name": f"fake_{n}", "input": photo, "setup": {"old_mask": True},
-                  "args": {**base, "model-name": m}} for n, m in faulty]
+                  "args": {**base, "model-name": m, "edge": "off"}} for n, m in faulty]
+        # the default Edge=colours asks for a cut-out: an RGB answer without alpha is refused too
+        cases.append({"name": "fake_rgb_cutout", "input": photo, "setup": {"old_mask": True},
+                      "args": {**base, "model-name": "fault-rgb"}})
+        cases += [{"name": f"fake_edge_{edge}", "input": photo, "setup": {"old_mask": True},
+                   "args": {**base, **BLUE_BACKGROUND, "edge": edge}} for edge in ("colours", "matte")]
+        cases.append({"name": "fake_edge_colours_gray_apply", "input": photo, "setup": {"gray": True},
+                      "args": {**base, "output": "apply", "background": "transparent"}})
         cases.append({"name": "fake_slow", "input": photo, "args": {**base, "model-name": "fault-slow", "timeout": 2}})
         (job / "files" / "not-an-image.png").write_text("this is text, not a PNG")
         refused = [("refuse_group", {"group": True}, {}), ("refuse_locked", {"lock": True}, {}),
@@ -235,6 +277,8 @@ def rollback_batch(gimp_ready: None, tmp_path_factory: pytest.TempPathFactory) -
         cases.append({"name": "rollback_blur_alpha", "input": photo, "setup": {"alpha": True},
                       "args": {**base, "background": "blur", "grow": 2, "feather": 3}})
         cases.append({"name": "rollback_no_alpha", "input": photo, "args": {**base}})
+        cases.append({"name": "rollback_mask_plain", "input": photo, "setup": {"old_mask": True, "under_layer": True},
+                      "args": {**base, "edge": "off"}})
         return run_gimp(job, cases, env={"REPLACE_BACKGROUND_FAULT": "edit"})
 
 
@@ -248,7 +292,8 @@ def test_procedure_is_registered(fake_batch: GimpRun) -> None:
     assert res["menu_label"] == "Replace Background\u2026"
     assert res["image_types"] == "RGB*, GRAY*"
     for arg in ("server-url", "model-name", "inference-key", "key-file", "timeout", "background",
-                "background-color", "background-image", "blur-radius", "mirror-pass", "output", "grow", "feather"):
+                "background-color", "background-image", "blur-radius", "mirror-pass", "edge", "output", "grow",
+                "feather"):
         assert arg in res["arguments"]
     assert "Traceback" not in fake_batch.log, fake_batch.log[-4000:]
 
@@ -260,6 +305,7 @@ def test_procedure_is_registered(fake_batch: GimpRun) -> None:
         ("fake_size", ["513x512 mask for a 512x512 layer", "Fix:"]),
         ("fake_truncated", ["not a usable PNG mask", "truncated", "Fix:"]),
         ("fake_rgb", ["8-bit RGB PNG", "8-bit greyscale", "Fix:"]),
+        ("fake_rgb_cutout", ["8-bit RGB PNG", "the cut-out must be an 8-bit RGB+alpha PNG", "Fix:"]),
         ("fake_http400", ["refused the request", "at least 16 pixels", "Fix:"]),
         ("fake_slow", ["did not answer within 2 s", "raise Timeout"]),
     ],
@@ -284,7 +330,7 @@ def test_bad_input_is_refused_before_any_change(fake_batch: GimpRun, name: str, 
 
 
 @pytest.mark.parametrize("name", ["rollback_mask", "rollback_new-layer", "rollback_apply", "rollback_blur_alpha",
-                                  "rollback_no_alpha"])
+                                  "rollback_no_alpha", "rollback_mask_plain"])
 def test_failure_half_way_through_the_edit_is_rolled_back(rollback_batch: GimpRun, name: str) -> None:
     """Old mask restored, added alpha removed, new layers gone, selection and visibility as before."""
     needles = ["failed unexpectedly", "fault injected"]
@@ -333,6 +379,53 @@ def test_grow_and_feather_work_and_ignore_the_selection(fake_batch: GimpRun) -> 
     assert np.argmax(got[row] >= 128) - np.argmax(sent[row] >= 128) >= 2
 
 
+def _fake_matte() -> np.ndarray:
+    return np.frombuffer(ellipse_mask(512, 512), np.uint8).reshape(512, 512)
+
+
+def test_edge_colours_go_to_a_masked_copy(fake_batch: GimpRun) -> None:
+    """Edge=colours (the default) with Output=mask: the cut-out's alpha is the layer mask of a copy whose
+    soft-edge pixels hold the cut-out's colours; the photo layer stays, hidden, with its pixels and old mask."""
+    case = successful(fake_batch, "fake_edge_colours")
+    before, after = case["before"]["layers"], case["after"]["layers"]
+    name = before[0]["name"]
+    assert [lyr["name"] for lyr in after] == [f"{name} (person)", "Background (Replace Background)", name]
+    assert after[0]["id"] == case["result_layer"] and after[1]["id"] == case["background_layer"]
+    assert after[2] == {**before[0], "visible": False}, "the photo layer must be kept as it was, only hidden"
+    assert case["after"]["selected"] == [case["result_layer"]]
+    mask = gimp_mask(fake_batch, case)
+    assert np.array_equal(mask, _fake_matte())
+    photo, person = layer_pixels(fake_batch, case), result_pixels(fake_batch, case)
+    assert_person_colours(person, photo, mask, np.broadcast_to(np.array(CUTOUT_RGB), photo[..., :3].shape))
+    assert_composite(exported(case, fake_batch), person, mask, BLUE_RGB)
+
+
+def test_edge_matte_goes_on_the_photo(fake_batch: GimpRun) -> None:
+    """Edge=matte: the cut-out's alpha replaces the photo layer's mask; its pixels are untouched."""
+    case = successful(fake_batch, "fake_edge_matte")
+    before, after = case["before"]["layers"], case["after"]["layers"]
+    assert [lyr["id"] for lyr in after] == [before[0]["id"], case["background_layer"]]
+    assert after[0]["id"] == case["result_layer"] and after[0]["pixels"] == before[0]["pixels"]
+    assert np.array_equal(gimp_mask(fake_batch, case), _fake_matte())
+
+
+def test_edge_colours_in_a_greyscale_image(fake_batch: GimpRun) -> None:
+    """The colours are converted to the image's mode (grey here) before the edit; Output=apply bakes them in."""
+    case = successful(fake_batch, "fake_edge_colours_gray_apply")
+    assert case["after"]["base_type"] == 1 and len(case["after"]["layers"]) == 1
+    comp = exported(case, fake_batch)
+    alpha = comp[..., 3]
+    assert np.abs(alpha.astype(int) - _fake_matte()).max() <= 1
+    grey = round(0.2126 * CUTOUT_RGB[0] + 0.7152 * CUTOUT_RGB[1] + 0.0722 * CUTOUT_RGB[2])
+    soft = (_fake_matte() >= 64) & (_fake_matte() < 255)
+    assert soft.any()
+    # GIMP's greyscale conversion works in linear light: compare loosely, but far from the photo's values
+    assert np.abs(comp[soft][:, 0].astype(int) - grey).max() <= 40, comp[soft][:, 0].min()
+    photo = layer_pixels(fake_batch, case)
+    inside = _fake_matte() == 255
+    assert np.abs(comp[inside][:, 0].astype(int) - photo[inside][:, 0]).max() <= 1
+
+
 # --- batch 2: the real TorchServe -----------------------------------------------------------------
 
 
@@ -342,8 +435,14 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
     photo = in_job(job, PHOTO)
     bg_image = in_job(job, _bg_image(job / "bg-source.png"))
     key_file = Path(real_server.workdir) / "key_file.json" if hasattr(real_server, "workdir") else None
-    base = server_args(real_server)
+    base = {**server_args(real_server), "edge": "off"}  # these cases check the model's mask (mode=mask)
+    edge = server_args(real_server)  # the default Edge=colours: the edge stage's matte and colours
     cases = [
+        {"name": "colours_mask", "input": photo, "args": {**edge, **BLUE_BACKGROUND}},
+        {"name": "matte_mask", "input": photo, "setup": {"old_mask": True},
+         "args": {**edge, **BLUE_BACKGROUND, "edge": "matte"}},
+        {"name": "colours_u16_new_layer", "input": photo, "setup": {"precision": "u16-non-linear"},
+         "args": {**edge, **BLUE_BACKGROUND, "output": "new-layer"}},
         {"name": "rgb_mask", "input": photo, "args": {**base, **BLUE_BACKGROUND}},
         {"name": "offset_layer", "input": photo,
          "setup": {"crop_layer": [96, 40, 320, 400], "offsets": [150, 70], "under_layer": True},
@@ -371,6 +470,54 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
         cases.append({"name": "key_file", "input": photo,
                       "args": {**base, "inference-key": "", "key-file": in_job(job, key_file)}})
     return run_gimp(job, cases)
+
+
+@pytest.mark.serve
+def test_edge_colours_are_the_servers_cutout(real_batch: GimpRun, real_server: object) -> None:
+    """The default Edge=colours against the real server: GIMP's layer mask is exactly the cut-out's soft
+    matte, the person layer holds the cut-out's colours where the matte is soft and the photo elsewhere,
+    and the composite is that layer over the colour through the matte. The photo stays, hidden, untouched."""
+    case = successful(real_batch, "colours_mask")
+    before, after = case["before"]["layers"], case["after"]["layers"]
+    assert after[0]["id"] == case["result_layer"] and after[0]["name"].endswith("(person)")
+    assert after[2]["id"] == before[0]["id"] and after[2]["pixels"] == before[0]["pixels"]
+    assert after[2]["visible"] is False
+    photo = layer_pixels(real_batch, case)
+    cut = server_cutout(real_server, photo)
+    mask = gimp_mask(real_batch, case)
+    assert_same_mask(mask, cut[..., 3])
+    soft = np.count_nonzero((mask > 0) & (mask < 255))
+    plain = server_mask(real_server, photo)
+    assert soft > np.count_nonzero((plain > 0) & (plain < 255)), "the matte is not softer than the plain mask"
+    person = result_pixels(real_batch, case)
+    assert_person_colours(person, photo, mask, cut)
+    assert_composite(exported(case, real_batch), person, mask, BLUE_RGB)
+
+
+@pytest.mark.serve
+def test_edge_matte_is_the_servers_matte(real_batch: GimpRun, real_server: object) -> None:
+    case = successful(real_batch, "matte_mask")
+    before, after = case["before"]["layers"], case["after"]["layers"]
+    assert after[0]["id"] == before[0]["id"] == case["result_layer"] and after[0]["pixels"] == before[0]["pixels"]
+    photo = layer_pixels(real_batch, case)
+    mask = gimp_mask(real_batch, case)
+    assert_same_mask(mask, server_cutout(real_server, photo)[..., 3])
+    assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
+
+
+@pytest.mark.serve
+def test_edge_colours_at_16_bit(real_batch: GimpRun, real_server: object) -> None:
+    """A 16-bit image keeps its own pixels away from the edge; the composite is the person over the colour."""
+    case = successful(real_batch, "colours_u16_new_layer")
+    assert case["after"]["precision"] == case["before"]["precision"]
+    after = case["after"]["layers"]
+    assert after[0]["name"].endswith("(background replaced)") and after[1]["visible"] is False
+    photo = layer_pixels(real_batch, case)
+    cut = server_cutout(real_server, photo)
+    comp = exported(case, real_batch)
+    alpha = cut[..., 3]
+    want = np.where(((alpha > 0) & (alpha < 255))[..., None], cut, photo)
+    assert_composite(comp, want, alpha, BLUE_RGB)
 
 
 @pytest.mark.serve
@@ -530,7 +677,11 @@ def test_24_megapixel_photo(gimp_ready: None, real_server: object, tmp_path: Pat
     run = run_gimp(tmp_path, [case])
     res = successful(run, "big")
     assert res["mask_size"] == [6000, 4000]
-    photo_and_mask(run, res, real_server)
+    photo = layer_pixels(run, res)
+    cut = server_cutout(real_server, photo)
+    mask = gimp_mask(run, res)
+    assert_same_mask(mask, cut[..., 3])
+    assert_person_colours(result_pixels(run, res), photo, mask, cut)
     print(f"24 MP run in GIMP: {res['seconds']:.1f} s")
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
@@ -547,7 +698,7 @@ def test_dialog_runs_and_remembers_the_options(tmp_path: Path) -> None:
         cases = [
             {"name": "dialog", "input": photo, "run_mode": "interactive",
              "args": {"server-url": srv.url, "inference-key": "k", "background": "color",
-                      "background-color": BLUE, "output": "new-layer"}},
+                      "background-color": BLUE, "output": "new-layer", "edge": "off"}},
             {"name": "repeat", "input": photo, "run_mode": "last-vals"},
         ]
         run = run_gimp(tmp_path, cases, ui=True, timeout=300)
