@@ -215,6 +215,25 @@ def test_batch_client_reports_errors_and_never_overwrites(torchserve_server, tmp
     assert Image.open(out / "photo0.jpg").format == "JPEG"
 
 
+def test_batch_client_matting_option(torchserve_server, tmp_path: Path) -> None:
+    """``--matting off`` gives the plain cut-out (the photo's own pixels, the mask as alpha); the default
+    (on) changes colours near the outline only, and its alpha is softer."""
+    # a real photo: the shipped model finds no person in the synthetic one, and then there is no edge
+    photo = Image.open(Path(__file__).resolve().parents[1] / "gimp" / "data" / "astronaut.jpg").convert("RGB")
+    src = tmp_path / "photo.png"
+    photo.save(src)
+    common = [str(src), "--url", torchserve_server.inference_url, "--key-file", str(torchserve_server.key_file),
+              "--mode", "cutout"]
+    assert client_mod.main([*common, "--out", str(tmp_path / "off"), "--matting", "off"]) == 0
+    assert client_mod.main([*common, "--out", str(tmp_path / "on")]) == 0
+    off = np.asarray(Image.open(tmp_path / "off" / "photo.png"))
+    on = np.asarray(Image.open(tmp_path / "on" / "photo.png"))
+    np.testing.assert_array_equal(off[..., :3], np.asarray(photo))
+    soft = lambda a: np.count_nonzero((a > 0) & (a < 255))  # noqa: E731
+    assert soft(on[..., 3]) > soft(off[..., 3])
+    assert not np.array_equal(on[..., :3], off[..., :3])
+
+
 def test_client_library_errors_are_readable(torchserve_server) -> None:
     c = client_mod.Client(torchserve_server.inference_url, key="wrong", key_file=None)
     with pytest.raises(client_mod.ClientError, match="leave --key out"):  # a typed key: how to get a working one
