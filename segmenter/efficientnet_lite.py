@@ -99,7 +99,7 @@ class EfficientNetLite(nn.Module):
         self._stem_pad = _same_pad(3, 2)
         self._conv_stem = nn.Conv2d(3, STEM_CHANNELS, 3, 2, bias=False)
         self._bn0 = _bn(STEM_CHANNELS)
-        blocks, self.stage_ends, in_ch = [], [], STEM_CHANNELS
+        blocks, stage_ends, in_ch = [], [], STEM_CHANNELS
         for i, (expand, kernel, stride, out, repeats) in enumerate(STAGES):
             out = round_filters(out, width)
             if 0 < i < len(STAGES) - 1:
@@ -107,12 +107,12 @@ class EfficientNetLite(nn.Module):
             for r in range(repeats):
                 blocks.append(MBConv(in_ch, out, expand, kernel, stride if r == 0 else 1))
                 in_ch = out
-            self.stage_ends.append(len(blocks) - 1)
+            stage_ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(in_ch, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _bn(HEAD_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
-        skip_ends = {self.stage_ends[s] for s in SKIP_STAGES}
+        skip_ends = {stage_ends[s] for s in SKIP_STAGES}
         self.feature_channels = tuple(b._project_conv.out_channels for i, b in enumerate(blocks) if i in skip_ends) + (
             HEAD_CHANNELS,)
         self._skip_ends = skip_ends

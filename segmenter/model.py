@@ -135,19 +135,25 @@ class EncoderUNet(nn.Module):
         return self.outc(y)[..., :h, :w]
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
-    """The network a checkpoint's config describes (random weights; the caller loads them)."""
+def encoder_of(config: dict[str, Any]) -> str:
+    """The encoder a checkpoint's config names; checkpoints from before encoders existed name none."""
     encoder = str(config.get("encoder", NO_ENCODER))
-    if encoder == NO_ENCODER:
-        return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", DEFAULT_DEPTH)))
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r} (this version knows {', '.join(ENCODERS)})")
+    return encoder
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """The network a checkpoint's config describes (random weights; the caller loads them)."""
+    encoder = encoder_of(config)
+    if encoder == NO_ENCODER:
+        return UNet(base_filters=int(config.get("base_filters", 32)), depth=int(config.get("depth", DEFAULT_DEPTH)))
     return EncoderUNet(encoder, config.get("decoder_channels", DEFAULT_DECODER_CHANNELS))
 
 
 def describe(config: dict[str, Any]) -> str:
     """One line naming the architecture, for logs."""
-    encoder = str(config.get("encoder", NO_ENCODER))
+    encoder = encoder_of(config)
     if encoder == NO_ENCODER:
         return (f"U-Net {config.get('base_filters', 32)} base filters, depth {config.get('depth', DEFAULT_DEPTH)}, "
                 "from scratch")

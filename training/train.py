@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from segmenter.efficientnet_lite import load_pretrained
 from segmenter.inference import Segmenter, autocast, resolve_device
-from segmenter.model import DEFAULT_DECODER_CHANNELS, DEFAULT_DEPTH, NO_ENCODER, build_model, describe
+from segmenter.model import DEFAULT_DECODER_CHANNELS, DEFAULT_DEPTH, NO_ENCODER, build_model, describe, encoder_of
 from training import run_files
 from training.data import (
     DatasetError,
@@ -195,7 +195,7 @@ def build_network(args: argparse.Namespace, init: dict[str, Any] | None, resumin
             dropped = load_pretrained(model.encoder)
             log(f"train.py: {args.encoder} starts from its ImageNet weights (left out: {', '.join(dropped)})")
         return model
-    init_encoder = init["config"].get("encoder", NO_ENCODER)
+    init_encoder = encoder_of(init["config"])
     if init_encoder != args.encoder:
         raise ValueError(f"{args.init}: its encoder is {init_encoder}, this run's is {args.encoder}; "
                          "--init carries weights between models of the same encoder only")
@@ -253,7 +253,7 @@ def prepare(args: argparse.Namespace) -> Run:
     if resume:
         restore_run_args(args, resume.get("args") or {})
         saved = resume["config"]
-        args.encoder, args.image_size = saved.get("encoder", NO_ENCODER), saved["image_size"]
+        args.encoder, args.image_size = encoder_of(saved), saved["image_size"]
         args.base_filters = int(saved.get("base_filters", args.base_filters))
         args.depth = int(saved.get("depth", DEFAULT_DEPTH))
     device = resolve_device(args.device)
