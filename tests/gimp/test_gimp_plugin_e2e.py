@@ -175,6 +175,15 @@ def photo_and_mask(run: GimpRun, case: dict, server: object, tta: str = "flip") 
     return photo, mask
 
 
+def photo_and_matte(run: GimpRun, case: dict, server: object) -> tuple[np.ndarray, np.ndarray]:
+    """As ``photo_and_mask`` for the default Edge refinement: GIMP's mask is exactly the server's soft matte
+    (the cut-out's alpha) for the layer's pixels."""
+    photo = layer_pixels(run, case)
+    mask = gimp_mask(run, case)
+    assert_same_mask(mask, server_cutout(server, photo)[..., 3])
+    return photo, mask
+
+
 def background_pixels(run: GimpRun, case: dict) -> np.ndarray:
     """The background layer the plug-in made (Output=mask), as GIMP holds it."""
     w, h = case["background_size"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from gimp_harness import assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
-from test_gimp_plugin_e2e import PHOTO, photo_and_mask, successful
+from test_gimp_plugin_e2e import PHOTO, photo_and_matte, successful
 
 from tests.conftest import wait_for_key_expiry
 
@@ -48,7 +48,7 @@ def test_defaults_work_and_an_expired_key_is_renewed(project_server, tmp_path: P
     fresh = run_gimp(job, cases, installer=installer, binds=binds)
     record = job / "profile/plug-ins/replace-background/replace_background_project.txt"
     assert record.read_text().strip() == str(project)
-    photo_and_mask(fresh, successful(fresh, "defaults"), project_server)
+    photo_and_matte(fresh, successful(fresh, "defaults"), project_server)
     start = f"cd {shlex.quote(str(project))} && make serve"
     assert_failed_cleanly(fresh.case("nothing_there"), ["connection refused", start])
 
@@ -62,6 +62,6 @@ def test_defaults_work_and_an_expired_key_is_renewed(project_server, tmp_path: P
     assert_failed_cleanly(later.case("typed_expired"),
                           ["rejected the inference key typed in Inference key", "clear Inference key",
                            f"cd {shlex.quote(str(project))} && .venv/bin/python -m handler.serve key"])
-    photo_and_mask(later, successful(later, "defaults_after_expiry"), project_server)
+    photo_and_matte(later, successful(later, "defaults_after_expiry"), project_server)
     assert RENEWED in later.log and later.log.count(RENEWED) == 1, later.log[-3000:]
     assert project_server.inference_key != expired
