@@ -98,9 +98,9 @@ def exported(case: dict, run: GimpRun) -> np.ndarray:
     return np.asarray(Image.open(run.path(Path(case["export"]).name)).convert("RGBA"))
 
 
-def server_mask(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarray:
-    """Ask the real server for the mask of exactly these layer pixels (as the plug-in sends them,
-    with its default Mirror pass, unless ``tta`` says otherwise)."""
+def _ask_server(server: object, rgba: np.ndarray, headers: dict[str, str], mode: str) -> np.ndarray:
+    """POST exactly these layer pixels to the real server, as the plug-in sends them (RGB for layers without
+    alpha), with ``headers``; the answer decoded, after checking that it is a PNG of Pillow mode ``mode``."""
     img = Image.fromarray(rgba, "RGBA")
     if (rgba[..., 3] == 255).all():
         img = img.convert("RGB")  # the plug-in sends RGB for layers without alpha
@@ -109,35 +109,25 @@ def server_mask(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarr
     resp = requests.post(
         f"{server.inference_url}/predictions/{server.model_name}",
         data=buf.getvalue(),
-        headers={"Content-Type": "image/png", "X-Mode": "mask", "X-TTA": tta,
-                 "Authorization": f"Bearer {server.inference_key}"},
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {server.inference_key}", **headers},
         timeout=300,
     )
     assert resp.status_code == 200, resp.text[:500]
-    mask = Image.open(io.BytesIO(resp.content))
-    assert mask.mode == "L"
-    return np.asarray(mask)
+    answer = Image.open(io.BytesIO(resp.content))
+    assert answer.mode == mode
+    return np.asarray(answer)
+
+
+def server_mask(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarray:
+    """Ask the real server for the mask of exactly these layer pixels (as the plug-in sends them,
+    with its default Mirror pass, unless ``tta`` says otherwise)."""
+    return _ask_server(server, rgba, {"X-Mode": "mask", "X-TTA": tta}, "L")
 
 
 def server_cutout(server: object, rgba: np.ndarray, tta: str = "flip") -> np.ndarray:
     """The real server's cut-out with the edge stage (mode=cutout, matting=on) for these layer pixels:
     what Edge=matte and Edge=colours ask for. Alpha is the soft matte, RGB the person's colours."""
-    img = Image.fromarray(rgba, "RGBA")
-    if (rgba[..., 3] == 255).all():
-        img = img.convert("RGB")
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    resp = requests.post(
-        f"{server.inference_url}/predictions/{server.model_name}",
-        data=buf.getvalue(),
-        headers={"Content-Type": "image/png", "X-Mode": "cutout", "X-Matting": "on", "X-TTA": tta,
-                 "Authorization": f"Bearer {server.inference_key}"},
-        timeout=300,
-    )
-    assert resp.status_code == 200, resp.text[:500]
-    cut = Image.open(io.BytesIO(resp.content))
-    assert cut.mode == "RGBA"
-    return np.asarray(cut)
+    return _ask_server(server, rgba, {"X-Mode": "cutout", "X-Matting": "on", "X-TTA": tta}, "RGBA")
 
 
 def result_pixels(run: GimpRun, case: dict) -> np.ndarray:
@@ -175,13 +165,14 @@ def photo_and_mask(run: GimpRun, case: dict, server: object, tta: str = "flip") 
     return photo, mask
 
 
-def photo_and_matte(run: GimpRun, case: dict, server: object) -> tuple[np.ndarray, np.ndarray]:
-    """As ``photo_and_mask`` for the default Edge refinement: GIMP's mask is exactly the server's soft matte
-    (the cut-out's alpha) for the layer's pixels."""
+def photo_and_matte(run: GimpRun, case: dict, server: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As ``photo_and_mask`` for the default Edge refinement: the layer's pixels, GIMP's layer mask and the
+    server's cut-out, after checking that the mask is exactly the cut-out's alpha (the soft matte)."""
     photo = layer_pixels(run, case)
     mask = gimp_mask(run, case)
-    assert_same_mask(mask, server_cutout(server, photo)[..., 3])
-    return photo, mask
+    cut = server_cutout(server, photo)
+    assert_same_mask(mask, cut[..., 3])
+    return photo, mask, cut
 
 
 def background_pixels(run: GimpRun, case: dict) -> np.ndarray:
@@ -491,10 +482,7 @@ def test_edge_colours_are_the_servers_cutout(real_batch: GimpRun, real_server: o
     assert after[0]["id"] == case["result_layer"] and after[0]["name"].endswith("(person)")
     assert after[2]["id"] == before[0]["id"] and after[2]["pixels"] == before[0]["pixels"]
     assert after[2]["visible"] is False
-    photo = layer_pixels(real_batch, case)
-    cut = server_cutout(real_server, photo)
-    mask = gimp_mask(real_batch, case)
-    assert_same_mask(mask, cut[..., 3])
+    photo, mask, cut = photo_and_matte(real_batch, case, real_server)
     soft = np.count_nonzero((mask > 0) & (mask < 255))
     plain = server_mask(real_server, photo)
     assert soft > np.count_nonzero((plain > 0) & (plain < 255)), "the matte is not softer than the plain mask"
@@ -508,9 +496,7 @@ def test_edge_matte_is_the_servers_matte(real_batch: GimpRun, real_server: objec
     case = successful(real_batch, "matte_mask")
     before, after = case["before"]["layers"], case["after"]["layers"]
     assert after[0]["id"] == before[0]["id"] == case["result_layer"] and after[0]["pixels"] == before[0]["pixels"]
-    photo = layer_pixels(real_batch, case)
-    mask = gimp_mask(real_batch, case)
-    assert_same_mask(mask, server_cutout(real_server, photo)[..., 3])
+    photo, mask, _ = photo_and_matte(real_batch, case, real_server)
     assert_composite(exported(case, real_batch), photo, mask, BLUE_RGB)
 
 
@@ -686,10 +672,7 @@ def test_24_megapixel_photo(gimp_ready: None, real_server: object, tmp_path: Pat
     run = run_gimp(tmp_path, [case])
     res = successful(run, "big")
     assert res["mask_size"] == [6000, 4000]
-    photo = layer_pixels(run, res)
-    cut = server_cutout(real_server, photo)
-    mask = gimp_mask(run, res)
-    assert_same_mask(mask, cut[..., 3])
+    photo, mask, cut = photo_and_matte(run, res, real_server)
     assert_person_colours(result_pixels(run, res), photo, mask, cut)
     print(f"24 MP run in GIMP: {res['seconds']:.1f} s")
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
