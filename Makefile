@@ -71,12 +71,14 @@ robustness: setup mediapipe-venv
 	$(PY) benchmarks/robustness.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --limit 60
 
-# A 320-px WebP copy of the shared data sets (~28 MB) that can travel with the working tree to a borrowed GPU
-# machine, for training/gpu_run.sh (docs/MODEL_CARD.md, "A GPU run, prepared"). gpu_data/ is not committed.
+# A WebP copy of the shared data sets at the shipped model's input size (GPU_SIZE, long side; ~33 MB at 384)
+# that can travel with the working tree to a borrowed GPU machine, for training/gpu_run.sh (docs/MODEL_CARD.md,
+# "A GPU run, prepared"). gpu_data/ is not committed.
+GPU_SIZE ?= 384
 gpu-data: setup
 	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp -a -d $(DATASETS)/vikram || { echo "make gpu-data: no $(DATASETS)/{eg1800,ccp,vikram}; run make gpu-data DATASETS=/path/to/datasets"; exit 2; }
 	rm -rf gpu_data
-	for r in ccp eg1800 vikram; do $(PY) training/shrink.py $(DATASETS)/$$r --out gpu_data/$$r --long-side 320 --format webp --quality 70 || exit 1; done
+	for r in ccp eg1800 vikram; do $(PY) training/shrink.py $(DATASETS)/$$r --out gpu_data/$$r --long-side $(GPU_SIZE) --format webp --quality 70 || exit 1; done
 	du -sh gpu_data
 
 # Speed benchmarks (docs/BENCHMARKS.md): each prints a table. Run them on an otherwise idle machine.

@@ -4,11 +4,12 @@
 # train.py turns into a clean save) after TRAIN_S seconds, the run folder stays on the machine, and only the
 # log, the per-epoch metrics and the best weights in float16 (15.6 MB) come back.
 #
-# Data: `make gpu-data DATASETS=/path/to/datasets` first (a 320-px WebP copy, ~28 MB, small enough to travel
-# with the working tree), then on the GPU machine, from the repository root:
+# Data: `make gpu-data DATASETS=/path/to/datasets` first (a WebP copy at long side 384, ~33 MB, small
+# enough to travel with the working tree), then on the GPU machine, from the repository root:
 #     OUT=/some/folder bash training/gpu_run.sh
 # Settings by environment: TRAIN_S (default 420); EPOCHS (30, the cosine schedule's length: if the time limit
-# comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED, SIZE;
+# comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED;
+# SIZE (384: the shipped model's input and the data copy's long side);
 # MODEL (the architecture: the EfficientNet-Lite0 U-Net by default); INIT (starting weights, by default the
 # shipped model; INIT= empty starts from the encoder's ImageNet weights); VAL (the validation options);
 # EXTRA (more train.py options); PY (python3). Evaluate the weights here afterwards, at full
@@ -31,7 +32,7 @@ timeout -s TERM -k 60 "${TRAIN_S:-420}" "$PY" training/train.py \
     --data "$DATA/ccp" --data "$DATA/eg1800" --data "$DATA/vikram" ${VAL:---val-list training/splits/shared_val.txt} \
     ${INIT:+--init "$INIT"} ${MODEL:---encoder efficientnet-lite0} \
     --epochs "${EPOCHS:-30}" --batch-size "${BATCH:-32}" --lr "${LR:-8e-4}" --weight-decay 0.01 --loss bce_dice \
-    --ema 0.999 --image-size "${SIZE:-320}" --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
+    --ema 0.999 --image-size "${SIZE:-384}" --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
     --seed "${SEED:-10}" --preview-count 2 --out "$RUN" --no-export ${EXTRA:-} 2>&1 | tee "$OUT/train.log" || true
 cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl"
 "$PY" training/ship.py "$RUN/best.pt" --half --to "$OUT/gpu.pt"

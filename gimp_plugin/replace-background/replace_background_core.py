@@ -143,14 +143,14 @@ def check_mask_format(kind: str, size: tuple[int, int], layer_size: tuple[int, i
     plug-in do not match.
     """
     want = ANSWER_KIND[mode]
+    what = "mask" if mode == "mask" else "cut-out"
     if kind != want:
-        what = "mask" if mode == "mask" else "cut-out"
         raise PluginError(f"The server at {url} answered with a {kind} PNG, but the {what} must be an "
                           f"{want} PNG (mode={mode} in docs/API.md). {_FIX_VERSION}")
     if size != layer_size:
         raise PluginError(
-            f"The server returned a {size[0]}x{size[1]} mask for a {layer_size[0]}x{layer_size[1]} layer. "
-            f"The mask must have the layer's size. {_FIX_VERSION}"
+            f"The server returned a {size[0]}x{size[1]} {what} for a {layer_size[0]}x{layer_size[1]} layer. "
+            f"The {what} must have the layer's size. {_FIX_VERSION}"
         )
 
 

@@ -117,6 +117,9 @@ def test_check_mask_format_for_a_cutout() -> None:
     with pytest.raises(core.PluginError) as err:
         core.check_mask_format("8-bit greyscale", (30, 40), (30, 40), "http://srv", "cutout")
     assert "the cut-out must be an 8-bit RGB+alpha PNG (mode=cutout" in str(err.value)
+    with pytest.raises(core.PluginError) as err:
+        core.check_mask_format("8-bit RGB+alpha", (31, 40), (30, 40), "http://srv", "cutout")
+    assert "31x40 cut-out for a 30x40 layer" in str(err.value)
 
 
 def test_edge_option_names_what_is_asked_for() -> None:
