@@ -23,6 +23,8 @@ DEFAULT_DEPTH = 4
 # "none": the classic U-Net trained from scratch (every checkpoint from before encoders were an option).
 NO_ENCODER = "none"
 ENCODERS = (NO_ENCODER, "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+# What a new training run starts from when neither --encoder nor --init says (README "Training").
+DEFAULT_ENCODER = "efficientnet-lite0"
 # Decoder widths from the stride-32 features up to full resolution (the issue-14 trial's decoder).
 DEFAULT_DECODER_CHANNELS = (96, 64, 48, 32, 16)
 

@@ -10,10 +10,10 @@
 # Settings by environment: TRAIN_S (default 420); EPOCHS (30, the cosine schedule's length: if the time limit
 # comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED;
 # SIZE (384: the shipped model's input and the data copy's long side);
-# MODEL (the architecture: the EfficientNet-Lite0 U-Net by default); INIT (starting weights, by default the
-# shipped model; INIT= empty starts from the encoder's ImageNet weights); VAL (the validation options);
-# EXTRA (more train.py options); PY (python3). Evaluate the weights here afterwards, at full
-# resolution: python benchmarks/quality.py ... --checkpoint gpu.pt
+# MODEL (architecture options; by default the INIT weights' own, or train.py's default encoder without INIT);
+# INIT (starting weights, by default the shipped model; INIT= empty starts from the encoder's ImageNet weights);
+# VAL (the validation options); EXTRA (more train.py options); PY (python3). Evaluate the weights here
+# afterwards, at full resolution: python benchmarks/quality.py ... --checkpoint gpu.pt
 set -euo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 PY=${PY:-python3}
@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee
 # shellcheck disable=SC2086
 timeout -s TERM -k 60 "${TRAIN_S:-420}" "$PY" training/train.py \
     --data "$DATA/ccp" --data "$DATA/eg1800" --data "$DATA/vikram" ${VAL:---val-list training/splits/shared_val.txt} \
-    ${INIT:+--init "$INIT"} ${MODEL:---encoder efficientnet-lite0} \
+    ${INIT:+--init "$INIT"} ${MODEL:-} \
     --epochs "${EPOCHS:-30}" --batch-size "${BATCH:-32}" --lr "${LR:-8e-4}" --weight-decay 0.01 --loss bce_dice \
     --ema 0.999 --image-size "${SIZE:-384}" --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
     --seed "${SEED:-10}" --preview-count 2 --out "$RUN" --no-export ${EXTRA:-} 2>&1 | tee "$OUT/train.log" || true

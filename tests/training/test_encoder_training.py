@@ -65,6 +65,11 @@ def test_lite0_run_starts_pretrained_resumes_and_serves_through_every_tool(tiny_
                  "--out", str(tmp_path / "fine"), "--no-export"])
     assert init.returncode == 0, init.stderr
     assert "ImageNet weights" not in init.stderr
+    # without --encoder a fine-tuning run takes the weights' encoder (the shipped model's, whichever it is)
+    follow = _run([*TRAIN, "--data", str(tiny_dataset), *LITE_ARGS[:-2], "--init", str(out / "best.pt"),
+                   "--out", str(tmp_path / "follow"), "--no-export"])
+    assert follow.returncode == 0, follow.stderr
+    assert checkpoint.load(tmp_path / "follow" / "last.pt")["config"]["encoder"] == "efficientnet-lite0"
     wrong = _run([*TRAIN, "--data", str(tiny_dataset), *TINY_ARGS, "--init", str(out / "best.pt"),
                   "--out", str(tmp_path / "wrong"), "--no-export"])
     assert wrong.returncode == 2 and "same encoder" in wrong.stderr and "Traceback" not in wrong.stderr
