@@ -25,7 +25,7 @@ MAX_COMMITTED_MB = 40
 
 
 def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: bool = False,
-         half: bool = False) -> dict:
+         half: bool = False, image_size: int | None = None) -> dict:
     """Write the slim checkpoint; returns its provenance.
 
     ``raw`` takes the optimizer's own weights of an ``--ema`` run instead of their average, so the
@@ -35,8 +35,19 @@ def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: boo
     project's 40-MB cap on committed weights. Nothing is lost that inference keeps: loading casts them
     back to float32, and the CPU forward pass runs in bfloat16, whose 8-bit mantissa is coarser than
     float16's 11 bits.
+
+    ``image_size`` serves the weights at another input size than they were trained at. The networks
+    are fully convolutional, so this is only a number in the config, but not a free one: a size is
+    worth shipping only when ``evaluate.py`` and ``benchmarks/robustness.py`` say so on copies at
+    each size (docs/MODEL_CARD.md records the sweep behind the shipped choice).
     """
+    if image_size is not None and (image_size <= 0 or image_size % 32):
+        raise ValueError(f"--image-size {image_size}: the input side must be a positive multiple of 32 "
+                         "(the encoder U-Net's total stride)")
     ckpt = checkpoint.load(src)
+    trained_size = ckpt["config"].get("image_size")
+    if image_size is not None:
+        ckpt["config"] = {**ckpt["config"], "image_size": image_size}
     if raw:
         if "train_model" not in ckpt:
             raise ValueError(f"{src}: no raw weights (train_model): the run was not trained with --ema")
@@ -50,7 +61,7 @@ def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: boo
         metrics = next((r for r in rows if r.get("epoch") == ckpt.get("epoch")), {})
     provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics,
                   "weights": "raw" if raw else "average" if "train_model" in ckpt else "trained",
-                  "stored": "float16" if half else "float32"}
+                  "stored": "float16" if half else "float32", "trained_image_size": trained_size}
     # Provenance as a JSON string: plain types only, so weights_only loading stays possible.
     checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"],
                             "provenance": json.dumps(provenance)}, dst)
@@ -65,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="an --ema run's raw weights instead of the average (to measure what the average gains)")
     p.add_argument("--half", action="store_true",
                    help="store the weights as float16: half the file, the same masks to within rounding")
+    p.add_argument("--image-size", type=int,
+                   help="serve at this input side instead of the trained one (a multiple of 32; measure first)")
     args = p.parse_args(argv)
     try:
-        info = ship(args.checkpoint, args.to, args.raw, args.half)
+        info = ship(args.checkpoint, args.to, args.raw, args.half, args.image_size)
     except (FileNotFoundError, ValueError) as exc:
         print(f"ship.py: error: {exc}", file=sys.stderr)
         return 2

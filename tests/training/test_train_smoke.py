@@ -281,6 +281,22 @@ def test_ship_writes_slim_weights_with_provenance(trained: Path, tmp_path: Path)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+def test_ship_image_size_serves_the_weights_at_another_input(trained: Path, tmp_path: Path) -> None:
+    """The shipped model may read photos at a measured size other than its training size (MODEL_CARD)."""
+    dst = tmp_path / "wide.pt"
+    proc = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(dst),
+                 "--image-size", "96"])
+    assert proc.returncode == 0, proc.stderr
+    slim = checkpoint.load(dst)
+    assert slim["config"]["image_size"] == 96
+    assert json.loads(slim["provenance"])["trained_image_size"] == checkpoint.load(trained)["config"]["image_size"]
+    source = checkpoint.load(trained)["model"]
+    assert all(torch.equal(slim["model"][k], source[k]) for k in source)  # the weights are untouched
+    bad = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(tmp_path / "bad.pt"),
+                "--image-size", "100"])
+    assert bad.returncode == 2 and "multiple of 32" in bad.stderr and not (tmp_path / "bad.pt").exists()
+
+
 def test_ship_half_stores_float16_that_load_as_the_same_model(trained: Path, tmp_path: Path) -> None:
     full, half = tmp_path / "full.pt", tmp_path / "half.pt"
     for dst, extra in ((full, []), (half, ["--half"])):
