@@ -24,7 +24,7 @@ DEFAULT_DEPTH = 4
 NO_ENCODER = "none"
 ENCODERS = (NO_ENCODER, "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 # What a new training run starts from when neither --encoder nor --init says (README "Training").
-DEFAULT_ENCODER = "efficientnet-lite0"
+DEFAULT_ENCODER = "efficientnet-lite1"
 # Decoder widths from the stride-32 features up to full resolution (the issue-14 trial's decoder).
 DEFAULT_DECODER_CHANNELS = (96, 64, 48, 32, 16)
 

@@ -14,7 +14,7 @@ from training.losses import LOSSES
 USAGE = """Train the person/background segmenter and export a TorchServe archive.
 
 Defaults follow the original notebook (Dice loss, lr 1e-4, 50 epochs, batch 4, data in ./Dataset) on
-the ImageNet-pretrained EfficientNet-Lite0 encoder; --encoder none --base-filters 32 is the notebook's
+the ImageNet-pretrained EfficientNet-Lite1 encoder; --encoder none --base-filters 32 is the notebook's
 own U-Net from scratch. Every epoch writes metrics, a preview and atomic last/best checkpoints; Ctrl-C
 leaves a checkpoint that --resume continues.
 

