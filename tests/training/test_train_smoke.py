@@ -287,11 +287,10 @@ def test_ship_image_size_serves_the_weights_at_another_input(trained: Path, tmp_
     proc = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(dst),
                  "--image-size", "96"])
     assert proc.returncode == 0, proc.stderr
-    slim = checkpoint.load(dst)
+    slim, source = checkpoint.load(dst), checkpoint.load(trained)
     assert slim["config"]["image_size"] == 96
-    assert json.loads(slim["provenance"])["trained_image_size"] == checkpoint.load(trained)["config"]["image_size"]
-    source = checkpoint.load(trained)["model"]
-    assert all(torch.equal(slim["model"][k], source[k]) for k in source)  # the weights are untouched
+    assert json.loads(slim["provenance"])["trained_image_size"] == source["config"]["image_size"]
+    assert all(torch.equal(slim["model"][k], v) for k, v in source["model"].items())  # the weights are untouched
     bad = _run([sys.executable, str(REPO / "training" / "ship.py"), str(trained), "--to", str(tmp_path / "bad.pt"),
                 "--image-size", "100"])
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr and not (tmp_path / "bad.pt").exists()
