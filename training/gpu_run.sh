@@ -2,7 +2,7 @@
 # One fine-tuning run on a borrowed GPU machine, sized to its limits: a command ends within 10 minutes, and
 # only a few files of at most 16 MiB each come back from $OUT. So training stops itself (SIGTERM, which
 # train.py turns into a clean save) after TRAIN_S seconds, the run folder stays on the machine, and only the
-# log, the per-epoch metrics and the best weights in float16 (15.6 MB) come back.
+# log, the per-epoch metrics and the best weights in float16 (11.5 MB for the shipped Lite1 U-Net) come back.
 #
 # Data: `make gpu-data DATASETS=/path/to/datasets` first (a WebP copy at long side 384, ~33 MB, small
 # enough to travel with the working tree), then on the GPU machine, from the repository root:
