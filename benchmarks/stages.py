@@ -4,8 +4,8 @@
     python benchmarks/stages.py --megapixels 1 12 24 --threads 2 --repeats 5
 
 Times the served path stage by stage, with the handler's own functions: decode
-(``imaging.decode_image``), resize to the model input (``preprocess.letterbox``), the model
-(``normalize`` + forward + sigmoid), edge refinement (``refine.upsample``, uint8 out) and
+(``imaging.decode_image``), the model input (``Segmenter.model_input``: letterbox, canvas, normalise),
+the model (forward + sigmoid), edge refinement (``refine.upsample``, uint8 out) and
 encoding (PNG mask; for the composite also the blurred background, the blend and a JPEG).
 Medians of ``--repeats`` runs after one warm-up.
 
@@ -28,13 +28,13 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
     sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.photos import jpeg_bytes, synthetic_photo
 from benchmarks.timing import median_time
 from segmenter import imaging
 from segmenter.inference import Segmenter, autocast
-from segmenter.preprocess import letterbox, normalize
 from segmenter.refine import upsample
 
 
@@ -52,8 +52,9 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def model_flops(seg: Segmenter) -> int:
-    x = torch.zeros(1, 3, seg.image_size, seg.image_size)
+def model_flops(seg: Segmenter, image: Image.Image) -> int:
+    """FLOPs of one forward pass on this photo's input (its canvas, not the full square)."""
+    x = seg.model_input([image])[0].float()
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         seg.model(x)
     return counter.get_total_flops()
@@ -63,11 +64,10 @@ def stages(seg: Segmenter, data: bytes, repeats: int) -> dict[str, float]:
     """Seconds per stage for a mask and the extra stages of a blur composite (JPEG out)."""
     out: dict[str, float] = {}
     out["decode"], image = median_time(lambda: imaging.decode_image(data), repeats)
-    out["resize to model input"], (tensor, (w, h)) = median_time(lambda: letterbox(image, seg.image_size), repeats)
+    out["resize to model input"], (batch, [(w, h)]) = median_time(lambda: seg.model_input([image]), repeats)
 
     def forward() -> torch.Tensor:
         with torch.inference_mode(), autocast(seg.device, seg.amp):
-            batch = normalize(tensor[None]).contiguous(memory_format=torch.channels_last)
             return torch.sigmoid(seg.model(batch).float())[0, 0, :h, :w]
 
     out["model"], prob = median_time(forward, repeats)
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
           f"input {seg.image_size}px")
 
     results = {}
+    images = {}
     for mp in args.megapixels:
-        image = synthetic_photo(mp)
+        image = images[mp] = synthetic_photo(mp)
         data = jpeg_bytes(image)
         results[mp] = stages(seg, data, args.repeats)
         print(f"  {mp:g} MP: {image.width}x{image.height}, JPEG {len(data) / 1e6:.2f} MB", file=sys.stderr)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| composite total (blur, JPEG) | " + " | ".join(f"{sum(results[mp].values()) * 1e3:.1f}"
                                                        for mp in args.megapixels) + " |")
 
-    flops = model_flops(seg)
+    flops = model_flops(seg, images[args.megapixels[0]])
     model_s = statistics.median(results[mp]["model"] for mp in args.megapixels)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     achieved = flops / model_s

@@ -17,7 +17,7 @@ from torch import nn
 
 from segmenter import checkpoint
 from segmenter.model import fold_batchnorm
-from segmenter.preprocess import DEFAULT_IMAGE_SIZE, letterbox, normalize
+from segmenter.preprocess import DEFAULT_IMAGE_SIZE, canvas_size, letterbox, letterbox_size, normalize
 from segmenter.refine import upsample
 
 # Test-time augmentation: "flip" also runs the photo mirrored left-right and averages the two
@@ -82,17 +82,43 @@ class Segmenter:
         model, config = checkpoint.load_model(path or checkpoint.default_weights())
         return cls(model, config.get("image_size", DEFAULT_IMAGE_SIZE), resolve_device(device), amp)
 
-    @torch.inference_mode()
-    def predict_lowres(self, images: Sequence[Image.Image], tta: str = "none") -> list[torch.Tensor]:
-        """Person probability of each photo at model resolution, letterbox padding removed."""
-        if tta not in TTA_MODES:
-            raise ValueError(f"unknown tta {tta!r}; expected one of: {', '.join(TTA_MODES)}")
+    def model_input(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """The network's input for photos of one canvas size, and each photo's (w, h) in its corner."""
         tensors, sizes = zip(*(letterbox(img, self.image_size) for img in images), strict=True)
-        batch = normalize(torch.stack(tensors).to(self.device))
-        if tta == "flip":
-            batch = torch.cat([batch, mirror_content(batch, sizes)])
+        height, width = self._canvas(sizes[0])
+        if any(self._canvas(size) != (height, width) for size in sizes):
+            raise ValueError("model_input: the photos need canvases of different sizes; group them first")
+        batch = normalize(torch.stack(tensors)[:, :, :height, :width].to(self.device))
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch, list(sizes)
+
+    def _canvas(self, size: tuple[int, int]) -> tuple[int, int]:
+        return canvas_size(*size, getattr(self.model, "multiple", 32))
+
+    @torch.inference_mode()
+    def predict_lowres(self, images: Sequence[Image.Image], tta: str = "none") -> list[torch.Tensor]:
+        """Person probability of each photo at model resolution, letterbox padding removed.
+
+        Photos whose canvases differ go through separate forward passes, so a photo's mask never
+        depends on what it was batched with (a served mask is the same alone or in a batch).
+        """
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {tta!r}; expected one of: {', '.join(TTA_MODES)}")
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            size = letterbox_size(*image.size, self.image_size)
+            groups.setdefault(self._canvas(size), []).append(i)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(images)
+        for idx in groups.values():
+            for i, prob in zip(idx, self._forward([images[i] for i in idx], tta), strict=True):
+                out[i] = prob
+        return out
+
+    def _forward(self, images: Sequence[Image.Image], tta: str) -> list[torch.Tensor]:
+        batch, sizes = self.model_input(images)
+        if tta == "flip":
+            batch = torch.cat([batch, mirror_content(batch, sizes)])
         with autocast(self.device, self.amp):
             logits = self.model(batch)
         probs = torch.sigmoid(logits.float())[:, 0].cpu()

@@ -1,8 +1,9 @@
 """Pre-processing constants and the image -> tensor step, shared by training and serving.
 
 The model sees the photo letterboxed: scaled so its long side is ``image_size``, placed in
-the top-left corner of a square black canvas. Training augmentation produces the same kind
+the top-left corner of a black canvas. Training augmentation produces the same kind
 of input (random scale, random placement, black padding), so the two never disagree.
+Training uses square canvases; inference cuts the canvas down to the photo (``canvas_size``).
 """
 
 from __future__ import annotations
@@ -39,3 +40,15 @@ def letterbox(image: Image.Image, image_size: int) -> tuple[torch.Tensor, tuple[
     canvas = np.zeros((image_size, image_size, 3), dtype=np.uint8)
     canvas[:h, :w] = np.asarray(small)
     return torch.from_numpy(canvas).permute(2, 0, 1), (w, h)
+
+
+def canvas_size(width: int, height: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of the inference canvas for a photo letterboxed to ``(width, height)``: the
+    photo plus under ``multiple`` pixels of black (``multiple``: the network's own size step).
+
+    A square canvas spends a fifth of the network's work on black padding for a 4:3 photo and a
+    third for a 3:2 one. The network is fully convolutional and training shows it black borders of
+    every width, so the cut-down canvas gives the same masks (validation IoU equal to 4 decimals,
+    docs/BENCHMARKS.md) for that much less work.
+    """
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple

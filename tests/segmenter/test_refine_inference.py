@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from PIL import Image
 from segmenter import refine
 from segmenter.inference import Segmenter
 from segmenter.model import UNet
-from segmenter.preprocess import letterbox
+from segmenter.preprocess import canvas_size, letterbox, normalize
 from segmenter.refine import bilinear_upsample, guided_upsample
 
 
@@ -40,6 +42,40 @@ def test_letterbox_keeps_aspect_and_top_left() -> None:
     tensor, (cw, ch) = letterbox(Image.new("RGB", (400, 100), (255, 0, 0)), 64)
     assert tensor.shape == (3, 64, 64) and (cw, ch) == (64, 16)
     assert tensor[0, :16].float().mean() > 250 and tensor[:, 16:].max() == 0
+
+
+def test_canvas_is_the_photo_rounded_up_to_the_network_step() -> None:
+    assert canvas_size(264, 352, 32) == (352, 288)  # a 3:4 portrait at 352 px: (height, width)
+    assert canvas_size(352, 235, 32) == (352, 256)[::-1]  # a 3:2 landscape
+    assert canvas_size(64, 64, 16) == (64, 64)
+
+
+def test_model_input_is_cut_down_to_the_photo() -> None:
+    """A wide photo runs on a wide canvas, not the full square: the padding below it is work saved."""
+    seg = Segmenter(UNet(base_filters=4), image_size=64, amp=False)
+    batch, sizes = seg.model_input([Image.new("RGB", (400, 100), (255, 0, 0))])
+    assert sizes == [(64, 16)]
+    assert tuple(batch.shape) == (1, 3, 16, 64)  # UNet(depth 4) steps by 16
+    batch, _ = seg.model_input([Image.new("RGB", (400, 110))])
+    assert tuple(batch.shape) == (1, 3, 32, 64)  # 18 rows of photo: rounded up, black below
+    with pytest.raises(ValueError, match="different sizes"):
+        seg.model_input([Image.new("RGB", (400, 100)), Image.new("RGB", (100, 400))])
+
+
+def test_square_and_cut_down_canvas_agree_for_a_trained_model() -> None:
+    """The cut-down canvas only removes black padding the shipped network ignores: its masks match the
+    full square's (the validation IoU is the same to 4 decimals, docs/BENCHMARKS.md)."""
+    seg = Segmenter.from_checkpoint(device="cpu", amp=False)
+    photo = Image.open(Path(__file__).parents[1] / "gimp" / "data" / "astronaut.jpg").convert("RGB")
+    photo = photo.crop((64, 0, 448, 512))  # a 3:4 portrait of a real person
+    (cut,) = seg.predict_lowres([photo])
+    tensor, (w, h) = letterbox(photo, seg.image_size)
+    assert (h, w) != (seg.image_size, seg.image_size) and seg.model_input([photo])[0].shape[-2:] != tensor.shape[-2:]
+    with torch.inference_mode():
+        square = torch.sigmoid(seg.model(normalize(tensor[None]).contiguous(memory_format=torch.channels_last)))
+    square = square[0, 0, :h, :w]
+    assert ((cut >= 0.5) != (square >= 0.5)).float().mean() < 0.002
+    assert (cut - square).abs().mean() < 0.005
 
 
 def test_predict_returns_one_mask_per_photo_at_full_size() -> None:
