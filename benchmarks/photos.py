@@ -15,14 +15,14 @@ from PIL import Image, ImageDraw
 
 
 def size_for(megapixels: float, aspect: float = 4 / 3) -> tuple[int, int]:
-    """(width, height) of a landscape photo with about ``megapixels`` million pixels."""
+    """(width, height) of a photo with about ``megapixels`` million pixels (``aspect`` = width / height)."""
     height = math.sqrt(megapixels * 1e6 / aspect)
     return round(height * aspect), round(height)
 
 
-def synthetic_photo(megapixels: float, seed: int = 0) -> Image.Image:
-    """An RGB photo-like image of about ``megapixels`` million pixels."""
-    width, height = size_for(megapixels)
+def synthetic_photo(megapixels: float, seed: int = 0, aspect: float = 4 / 3) -> Image.Image:
+    """An RGB photo-like image of about ``megapixels`` million pixels; landscape 4:3 unless ``aspect`` says."""
+    width, height = size_for(megapixels, aspect)
     rng = np.random.default_rng(seed)
     # Texture at a fixed, small size, then scaled up: cheap at 24 MP, still not flat
     sw, sh = max(16, width // 8), max(16, height // 8)

@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS)
     p.add_argument("--megapixels", type=float, nargs="+", default=[1.0, 12.0])
+    p.add_argument("--aspect", type=float, default=4 / 3,
+                   help="photo width / height (default 4:3 landscape; 0.75: a 3:4 portrait, which the "
+                        "encoder model runs on a narrower canvas)")
     p.add_argument("--modes", nargs="+", default=["mask", "composite"], choices=sorted(MODES))
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--requests", type=int, default=None,
@@ -208,7 +211,7 @@ def latency_tables(server: serve.Server, args: argparse.Namespace, variants: lis
     print(f"torch threads in-process and per worker: {threads}; bf16 autocast: {seg.amp}")
     rows = []
     for mp in args.megapixels:
-        image = synthetic_photo(mp)
+        image = synthetic_photo(mp, aspect=args.aspect)
         data = jpeg_bytes(image)
         n = args.requests or (40 if mp <= 2 else 16)
         for mode in args.modes:

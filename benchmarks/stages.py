@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="default: the shipped weights")
     p.add_argument("--megapixels", type=float, nargs="+", default=[1.0, 12.0])
+    p.add_argument("--aspect", type=float, default=4 / 3,
+                   help="photo width / height (default 4:3 landscape; 0.75: a 3:4 portrait, which the "
+                        "encoder model runs on a narrower canvas)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     images = {}
     for mp in args.megapixels:
-        image = images[mp] = synthetic_photo(mp)
+        image = images[mp] = synthetic_photo(mp, aspect=args.aspect)
         data = jpeg_bytes(image)
         results[mp] = stages(seg, data, args.repeats)
         print(f"  {mp:g} MP: {image.width}x{image.height}, JPEG {len(data) / 1e6:.2f} MB", file=sys.stderr)

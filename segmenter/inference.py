@@ -94,7 +94,10 @@ class Segmenter:
         return batch, list(sizes)
 
     def _canvas(self, size: tuple[int, int]) -> tuple[int, int]:
-        return canvas_size(*size, getattr(self.model, "multiple", 32))
+        """The square for networks that have not been measured on a cut-down canvas (see ``canvas_size``)."""
+        if not getattr(self.model, "cut_canvas", False):
+            return self.image_size, self.image_size
+        return canvas_size(*size, self.image_size, getattr(self.model, "multiple", 32))
 
     @torch.inference_mode()
     def predict_lowres(self, images: Sequence[Image.Image], tta: str = "none") -> list[torch.Tensor]:

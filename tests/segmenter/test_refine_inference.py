@@ -11,7 +11,7 @@ from PIL import Image
 
 from segmenter import refine
 from segmenter.inference import Segmenter
-from segmenter.model import UNet
+from segmenter.model import EncoderUNet, UNet
 from segmenter.preprocess import canvas_size, letterbox, normalize
 from segmenter.refine import bilinear_upsample, guided_upsample
 
@@ -44,22 +44,46 @@ def test_letterbox_keeps_aspect_and_top_left() -> None:
     assert tensor[0, :16].float().mean() > 250 and tensor[:, 16:].max() == 0
 
 
-def test_canvas_is_the_photo_rounded_up_to_the_network_step() -> None:
-    assert canvas_size(264, 352, 32) == (352, 288)  # a 3:4 portrait at 352 px: (height, width)
-    assert canvas_size(352, 235, 32) == (352, 256)[::-1]  # a 3:2 landscape
-    assert canvas_size(64, 64, 16) == (64, 64)
+def test_canvas_cuts_only_the_band_right_of_a_portrait() -> None:
+    assert canvas_size(264, 352, 352, 32) == (352, 288)  # a 3:4 portrait at 352 px: (height, width)
+    assert canvas_size(235, 352, 352, 32) == (352, 256)  # 2:3
+    assert canvas_size(352, 264, 352, 32) == (352, 352)  # a landscape keeps the black band below it
+    assert canvas_size(340, 352, 352, 32) == (352, 352)  # never wider than the square
 
 
-def test_model_input_is_cut_down_to_the_photo() -> None:
-    """A wide photo runs on a wide canvas, not the full square: the padding below it is work saved."""
-    seg = Segmenter(UNet(base_filters=4), image_size=64, amp=False)
-    batch, sizes = seg.model_input([Image.new("RGB", (400, 100), (255, 0, 0))])
-    assert sizes == [(64, 16)]
-    assert tuple(batch.shape) == (1, 3, 16, 64)  # UNet(depth 4) steps by 16
-    batch, _ = seg.model_input([Image.new("RGB", (400, 110))])
-    assert tuple(batch.shape) == (1, 3, 32, 64)  # 18 rows of photo: rounded up, black below
+def _cut_canvas_unet() -> UNet:
+    model = UNet(base_filters=4)
+    model.cut_canvas = True  # as EncoderUNet declares
+    return model
+
+
+def test_model_input_cuts_the_canvas_for_networks_that_declare_it() -> None:
+    """A portrait runs on a narrow canvas, not the full square: the padding beside it is work saved.
+    Networks that do not declare ``cut_canvas`` (the from-scratch U-Net) keep the square."""
+    assert EncoderUNet.cut_canvas and not getattr(UNet(base_filters=4), "cut_canvas", False)
+    seg = Segmenter(_cut_canvas_unet(), image_size=64, amp=False)
+    batch, sizes = seg.model_input([Image.new("RGB", (100, 400), (255, 0, 0))])
+    assert sizes == [(16, 64)]
+    assert tuple(batch.shape) == (1, 3, 64, 16)  # UNet(depth 4) steps by 16
+    batch, _ = seg.model_input([Image.new("RGB", (110, 400))])
+    assert tuple(batch.shape) == (1, 3, 64, 32)  # 18 columns of photo: rounded up, black beside
+    batch, _ = seg.model_input([Image.new("RGB", (400, 100))])
+    assert tuple(batch.shape) == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="different sizes"):
-        seg.model_input([Image.new("RGB", (400, 100)), Image.new("RGB", (100, 400))])
+        seg.model_input([Image.new("RGB", (100, 400)), Image.new("RGB", (400, 100))])
+    square = Segmenter(UNet(base_filters=4), image_size=64, amp=False)
+    assert tuple(square.model_input([Image.new("RGB", (100, 400))])[0].shape) == (1, 3, 64, 64)
+
+
+def test_mixed_canvases_in_one_batch_equal_one_at_a_time() -> None:
+    """A portrait and a landscape in one call take separate forward passes: each mask is exactly
+    what the photo gets alone, so a served mask never depends on the requests batched with it."""
+    torch.manual_seed(1)
+    seg = Segmenter(_cut_canvas_unet(), image_size=64, amp=False)
+    rng = np.random.default_rng(1)
+    photos = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in ((40, 70), (90, 60))]
+    for photo, prob in zip(photos, seg.predict_lowres(photos), strict=True):
+        torch.testing.assert_close(prob, seg.predict_lowres([photo])[0], atol=0, rtol=0)
 
 
 def test_square_and_cut_down_canvas_agree_for_a_trained_model() -> None:
