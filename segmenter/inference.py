@@ -97,7 +97,7 @@ class Segmenter:
         """The square for networks that have not been measured on a cut-down canvas (see ``canvas_size``)."""
         if not getattr(self.model, "cut_canvas", False):
             return self.image_size, self.image_size
-        return canvas_size(*size, self.image_size, getattr(self.model, "multiple", 32))
+        return canvas_size(size[0], self.image_size, getattr(self.model, "multiple", 32))
 
     @torch.inference_mode()
     def predict_lowres(self, images: Sequence[Image.Image], tta: str = "none") -> list[torch.Tensor]:

@@ -42,9 +42,9 @@ def letterbox(image: Image.Image, image_size: int) -> tuple[torch.Tensor, tuple[
     return torch.from_numpy(canvas).permute(2, 0, 1), (w, h)
 
 
-def canvas_size(width: int, height: int, image_size: int, multiple: int) -> tuple[int, int]:
-    """(height, width) of the inference canvas for a photo letterboxed to ``(width, height)``: the
-    full ``image_size`` height, and the photo's width plus under ``multiple`` pixels of black
+def canvas_size(width: int, image_size: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of the inference canvas for a photo letterboxed to ``width`` pixels across:
+    the full ``image_size`` height, and the photo's width plus under ``multiple`` pixels of black
     (``multiple``: the network's own size step).
 
     A portrait photo on the square spends a quarter of the network's work (3:4) on black padding to

@@ -45,10 +45,10 @@ def test_letterbox_keeps_aspect_and_top_left() -> None:
 
 
 def test_canvas_cuts_only_the_band_right_of_a_portrait() -> None:
-    assert canvas_size(264, 352, 352, 32) == (352, 288)  # a 3:4 portrait at 352 px: (height, width)
-    assert canvas_size(235, 352, 352, 32) == (352, 256)  # 2:3
-    assert canvas_size(352, 264, 352, 32) == (352, 352)  # a landscape keeps the black band below it
-    assert canvas_size(340, 352, 352, 32) == (352, 352)  # never wider than the square
+    assert canvas_size(264, 352, 32) == (352, 288)  # a 3:4 portrait at 352 px: (height, width)
+    assert canvas_size(235, 352, 32) == (352, 256)  # 2:3
+    assert canvas_size(352, 352, 32) == (352, 352)  # a landscape keeps the black band below it
+    assert canvas_size(340, 352, 32) == (352, 352)  # never wider than the square
 
 
 def _cut_canvas_unet() -> UNet:
