@@ -1,0 +1,101 @@
+"""Does the inference canvas change the masks? The served canvas against the full square, per hard case.
+
+    python benchmarks/canvas_quality.py --data datasets/eg1800 --data datasets/ccp \
+        --val-list training/splits/shared_val.txt --limit 60
+
+``Segmenter`` runs a portrait photo on a canvas cut to its width (``preprocess.canvas_size``) and a
+landscape on the square. This scores three canvases on the same photos, per image IoU at the photo's
+resolution (threshold 0.5), averaged:
+
+- ``square``: every photo on the full letterboxed square (what served photos got before session 11);
+- ``served``: what ``Segmenter`` does now;
+- ``both cut``: the black band below a landscape cut as well (measured and not adopted).
+
+The cases are ``benchmarks/robustness.py``'s (the validation photos are portraits; ``group of two`` is a
+landscape) plus ``top, 352:256``: a portrait's top cropped to a landscape whose letterboxed height is a
+multiple of 32, so ``both cut`` leaves no black below the person cut by the bottom edge. No MediaPipe here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
+
+import numpy as np
+import torch
+
+from benchmarks.robustness import CASES, Sample
+from segmenter import checkpoint
+from segmenter.imaging import load_image, load_mask
+from segmenter.inference import Segmenter
+from segmenter.preprocess import THRESHOLD, canvas_size
+from training.data import pairs_of_root, read_name_list
+from training.metrics import image_metrics
+from training.progress import Progress
+
+
+class SquareCanvas(Segmenter):
+    """Every photo on the full square, as before session 11."""
+
+    def _canvas(self, size: tuple[int, int]) -> tuple[int, int]:
+        return self.image_size, self.image_size
+
+
+class BothCut(Segmenter):
+    """The band below a landscape cut too: its height rounded up to the network's step."""
+
+    def _canvas(self, size: tuple[int, int]) -> tuple[int, int]:
+        step = getattr(self.model, "multiple", 32)
+        return canvas_size(size[1], self.image_size, step)[1], canvas_size(size[0], self.image_size, step)[1]
+
+
+def top_landscape(a: Sample, b: Sample) -> Sample:
+    """The top of the photo, cropped to 352:256 (the person cut by the bottom edge)."""
+    image, truth = a
+    h = max(16, round(image.width * 256 / 352))
+    return image.crop((0, 0, image.width, h)), truth[:h]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True)
+    p.add_argument("--val-list", type=Path)
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--limit", type=int, default=60, help="pairs per root (default 60)")
+    args = p.parse_args(argv)
+    served = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights(), device="cpu")
+    segs = {"square": SquareCanvas(served.model, served.image_size, served.device, served.amp), "served": served,
+            "both cut": BothCut(served.model, served.image_size, served.device, served.amp)}
+    cases = {**CASES, "top, 352:256": top_landscape}
+    names = read_name_list(args.val_list) if args.val_list else None
+    roots = {Path(root).name: pairs_of_root(root, names, args.limit) for root in args.data}
+    bar = Progress(sum(len(v) for v in roots.values()) * len(cases), "canvas")
+    cut = round(THRESHOLD * 255)
+    scores: dict[tuple[str, str, str], list[float]] = {}
+    for root, pairs in roots.items():
+        samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
+        for i, a in enumerate(samples):
+            for case, build in cases.items():
+                image, truth = build(a, samples[(i + 1) % len(samples)])
+                for name, seg in segs.items():
+                    mask = torch.from_numpy(seg.predict_one(image) >= cut)
+                    iou = image_metrics(mask, torch.from_numpy(truth))["iou"]
+                    scores.setdefault((root, case, name), []).append(iou)
+                bar.update()
+    print("\n| set | case | images | " + " | ".join(f"{n} IoU" for n in segs) + " |")
+    print("| --- | --- | --- |" + " --- |" * len(segs))
+    for root in roots:
+        for case in cases:
+            row = " | ".join(f"{np.mean(scores[(root, case, n)]):.4f}" for n in segs)
+            print(f"| {root} | {case} | {len(scores[(root, case, 'served')])} | {row} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
