@@ -52,7 +52,11 @@ class BothCut(Segmenter):
 
     def _canvas(self, size: tuple[int, int]) -> tuple[int, int]:
         step = getattr(self.model, "multiple", 32)
-        return canvas_size(size[1], self.image_size, step)[1], canvas_size(size[0], self.image_size, step)[1]
+        # canvas_size(n, ...)[1] is n rounded up to the step, capped at the square: the served width rule,
+        # applied here to the height as well
+        height = canvas_size(size[1], self.image_size, step)[1]
+        width = canvas_size(size[0], self.image_size, step)[1]
+        return height, width
 
 
 def top_landscape(a: Sample, b: Sample) -> Sample:
