@@ -62,6 +62,9 @@ def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: boo
     provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics,
                   "weights": "raw" if raw else "average" if "train_model" in ckpt else "trained",
                   "stored": "float16" if half else "float32", "trained_image_size": trained_size}
+    if "soup" in ckpt:  # training/soup.py's mean of several runs: name them, the epoch alone means nothing
+        provenance["weights"] = "soup"
+        provenance["soup"] = json.loads(ckpt["soup"])["soup"]
     # Provenance as a JSON string: plain types only, so weights_only loading stays possible.
     checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"],
                             "provenance": json.dumps(provenance)}, dst)
@@ -85,8 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ship.py: error: {exc}", file=sys.stderr)
         return 2
     size = args.to.stat().st_size / 1e6
-    print(f"ship.py: wrote {args.to} ({size:.1f} MB) from {args.checkpoint}, epoch {info['epoch']}, "
-          f"val IoU {info['metrics'].get('val_iou', float('nan')):.4f}", file=sys.stderr)
+    if "soup" in info:
+        origin = f"the mean of {len(info['soup'])} checkpoints"
+    else:
+        val = info["metrics"].get("val_iou")
+        origin = f"epoch {info['epoch']}, val IoU " + (f"{val:.4f}" if val is not None else "not recorded")
+    print(f"ship.py: wrote {args.to} ({size:.1f} MB) from {args.checkpoint}, {origin}", file=sys.stderr)
     if size > MAX_COMMITTED_MB:
         print(f"ship.py: warning: {size:.1f} MB is over the {MAX_COMMITTED_MB} MB the project commits"
               + ("" if args.half else "; --half stores it in half the space"), file=sys.stderr)
