@@ -60,11 +60,11 @@ def ship(src: str | Path, dst: str | Path = checkpoint.SHIPPED_WEIGHTS, raw: boo
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
         metrics = next((r for r in rows if r.get("epoch") == ckpt.get("epoch")), {})
     provenance = {"epoch": ckpt.get("epoch"), "args": ckpt.get("args", {}), "metrics": metrics,
-                  "weights": "raw" if raw else "average" if "train_model" in ckpt else "trained",
+                  "weights": ("raw" if raw else "soup" if "soup" in ckpt else
+                              "average" if "train_model" in ckpt else "trained"),
                   "stored": "float16" if half else "float32", "trained_image_size": trained_size}
     if "soup" in ckpt:  # training/soup.py's mean of several runs: name them, the epoch alone means nothing
-        provenance["weights"] = "soup"
-        provenance["soup"] = json.loads(ckpt["soup"])["soup"]
+        provenance["soup"] = json.loads(ckpt["soup"])
     # Provenance as a JSON string: plain types only, so weights_only loading stays possible.
     checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"],
                             "provenance": json.dumps(provenance)}, dst)

@@ -47,8 +47,8 @@ def _ingredient(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def soup(sources: Sequence[str | Path], dst: str | Path) -> dict[str, Any]:
-    """Write the mean of the sources' weights to ``dst`` as a checkpoint ``ship.py`` takes; return its record.
+def soup(sources: Sequence[str | Path], dst: str | Path) -> list[dict[str, Any]]:
+    """Write the mean of the sources' weights to ``dst`` as a checkpoint ``ship.py`` takes; return the ingredients.
 
     Nothing is written unless every source loads and matches the first one's architecture, keys and
     shapes: a wrong file is named, not averaged in.
@@ -76,10 +76,10 @@ def soup(sources: Sequence[str | Path], dst: str | Path) -> dict[str, Any]:
     n = len(paths)
     # float32 whatever the inputs were (a shipped float16 file among them): ship.py --half halves it again.
     mean = {k: (v / n).float() if v.is_floating_point() else v for k, v in sums.items()}
-    record = {"soup": ingredients}
+    # The ingredients as a JSON string: plain types only, so weights_only loading stays possible.
     checkpoint.save_atomic({"model": mean, "config": dict(first["config"]), "args": first.get("args", {}),
-                            "epoch": None, "soup": json.dumps(record)}, dst)
-    return record
+                            "epoch": None, "soup": json.dumps(ingredients)}, dst)
+    return ingredients
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--to", type=Path, required=True, help="the averaged checkpoint to write (ship.py takes it)")
     args = p.parse_args(argv)
     try:
-        record = soup(args.checkpoints, args.to)
+        ingredients = soup(args.checkpoints, args.to)
     except (FileNotFoundError, ValueError) as exc:
         print(f"soup.py: error: {exc}", file=sys.stderr)
         return 2
-    print(f"soup.py: wrote {args.to}, the mean of {len(record['soup'])} checkpoints; measure it with "
+    print(f"soup.py: wrote {args.to}, the mean of {len(ingredients)} checkpoints; measure it with "
           f"training/evaluate.py --checkpoint {args.to} before shipping it", file=sys.stderr)
     return 0
 
