@@ -10,6 +10,7 @@ from handler.contract import MODEL_NAME
 from segmenter.model import DEFAULT_DEPTH, DEFAULT_ENCODER, ENCODERS
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE
 from training.losses import LOSSES
+from training.sampling import DEFAULT_CAP, DEFAULT_STRENGTH
 
 USAGE = """Train the person/background segmenter and export a TorchServe archive.
 
@@ -62,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "odd aspect ratios)")
     p.add_argument("--side-prob", type=float, default=0.1,
                    help="probability of putting another pair's photo beside a sample first (groups, wide photos)")
+    hard = p.add_argument_group("drawing the photos a model gets wrong more often (training/sampling.py)")
+    hard.add_argument("--sample-weights", type=Path, metavar="ROWS",
+                      help="per-image rows of `evaluate.py --per-image` on the training pairs (e.g. of the "
+                      "--init weights): each pair is drawn in proportion to 1 + strength x its error / the "
+                      "mean error, capped (default: every pair once per epoch, shuffled)")
+    hard.add_argument("--sample-strength", type=float, default=DEFAULT_STRENGTH,
+                      help="how much more often an average photo is drawn than a perfect one, minus 1")
+    hard.add_argument("--sample-cap", type=float, default=DEFAULT_CAP,
+                      help="the most weight one photo gets (a wrong label scores badly too)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -106,7 +116,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # A resumed run takes every option from its checkpoint unless given again, except these: --out
 # (default: the checkpoint's folder), --resume and --init. Paths are stored as strings.
 NOT_RESTORED = {"out", "resume", "init", "given"}
-PATH_OPTIONS = {"data", "val_data", "val_list", "model_store"}
+PATH_OPTIONS = {"data", "val_data", "val_list", "model_store", "sample_weights"}
 
 
 def restore_run_args(args: argparse.Namespace, saved: dict) -> None:

@@ -62,6 +62,7 @@ from training.metrics import mean_metrics
 from training.options import parse_args, restore_run_args
 from training.preview import save_preview
 from training.progress import Progress
+from training.sampling import WeightedEpochSampler, pair_weights, read_scores
 from training.transfer import carry_weights
 from training.validation import evaluate_samples
 
@@ -82,7 +83,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
     loader: DataLoader
-    sampler: DistributedSampler | None
+    sampler: DistributedSampler | WeightedEpochSampler | None
     ema: AveragedModel | None = None
     val_samples: list = field(default_factory=list)
     start_epoch: int = 0
@@ -244,10 +245,23 @@ def restore(run: Run, resume: dict[str, Any], path: Path) -> None:
     run.log(f"train.py: resumed from {path} at epoch {run.start_epoch + 1} (best IoU so far {run.best_iou:.4f})")
 
 
-def make_loader(args: argparse.Namespace, pairs: list[Pair], device: torch.device, rank: int,
-                world: int) -> tuple[DataLoader, DistributedSampler | None]:
+def make_sampler(args: argparse.Namespace, dataset: SegmentationDataset, rank: int, world: int,
+                 log: Callable[..., None]) -> DistributedSampler | WeightedEpochSampler | None:
+    """Shuffled pairs, or with ``--sample-weights`` the ones the scored model got wrong drawn more often."""
+    if args.sample_weights:
+        weights, unnamed = pair_weights(dataset.pairs, read_scores(args.sample_weights),
+                                        args.sample_strength, args.sample_cap)
+        log(f"train.py: drawing pairs by {args.sample_weights} (strength {args.sample_strength}, cap "
+            f"{args.sample_cap}): weights {weights.min():.2f}-{weights.max():.2f}, mean {weights.mean():.2f}"
+            + (f"; {unnamed} pair(s) not in the file weigh as an average photo" if unnamed else ""))
+        return WeightedEpochSampler(weights, args.seed, rank, world)
+    return DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
+
+
+def make_loader(args: argparse.Namespace, pairs: list[Pair], device: torch.device, rank: int, world: int,
+                log: Callable[..., None]) -> tuple[DataLoader, DistributedSampler | WeightedEpochSampler | None]:
     dataset = SegmentationDataset(pairs, args.image_size, args.paste_prob, args.crop_prob, args.side_prob)
-    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed) if world > 1 else None
+    sampler = make_sampler(args, dataset, rank, world, log)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
                         generator=torch.Generator().manual_seed(args.seed), pin_memory=device.type == "cuda",
@@ -289,7 +303,7 @@ def prepare(args: argparse.Namespace) -> Run:
     model = build_network(args, init, resume is not None, log).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    loader, sampler = make_loader(args, train_pairs, device, rank, world)
+    loader, sampler = make_loader(args, train_pairs, device, rank, world, log)
     run = Run(args, out, device, rank, world, log, model, DistributedDataParallel(model) if world > 1 else model,
               make_optimizer(model, args), torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda"),
               make_loss(args.loss), loader, sampler)
