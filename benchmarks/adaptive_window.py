@@ -1,0 +1,111 @@
+"""Would a guided-filter window that widens over plain backgrounds get both edges? An experiment, not served code.
+
+    python benchmarks/adaptive_window.py --data ../shared/datasets/eg1800 --data ../shared/datasets/ccp \\
+        --val-list training/splits/shared_val.txt --limit 100
+
+segmenter/refine.py uses a narrow window (1/64 of the working size): best on real photos, where a wide one
+snaps the outline to patterned clothes and clutter, but worse on plain backdrops, where every colour edge is
+the person's and the wide 1/16 window finds it (docs/SERVING.md, "Edge refinement"). This fits both windows'
+coefficients and blends them per pixel by how plain the *background* is in the wide window: the variance of
+the guide's colours over the pixels the network calls background (weights ``1 - p``, or ``p < q`` with
+``--q``), turned into a weight ``exp(-variance / tau)`` for the wide window. Each validation photo is scored
+as it is and put onto pure green through its softened true mask (as benchmarks/matting_quality.py does):
+IoU and boundary F on the real photo, IoU and the soft mask's mean error in the edge band on the green one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
+    sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.matting_quality import blend, edge_band, pairs, soft_matte
+from segmenter import imaging, refine
+from segmenter.inference import Segmenter
+from training.metrics import image_metrics
+
+GREEN = (0, 255, 0)
+
+
+def fit_adaptive(prob: torch.Tensor, image: Image.Image, tau: float, q: float | None,
+                 narrow: float = refine.RADIUS_FRACTION, wide: float = 1 / 16) -> torch.Tensor:
+    """Both windows' smoothed coefficients, blended per pixel by the background's colour variance."""
+    width, height = image.size
+    scale = min(1.0, refine.WORK_SIZE / max(width, height))
+    ww, wh = max(1, round(width * scale)), max(1, round(height * scale))
+    guide = refine._as_tensor(refine._pixels(image, "rgb", (ww, wh)))
+    p = refine._upsample(prob.float()[None, None], (wh, ww))
+    fitted = []
+    for fraction in (narrow, wide):
+        r = max(1, round(fraction * max(ww, wh)))
+        a, b = refine._coefficients(guide, p, r, refine.EPS)
+        fitted.append(refine._box(torch.cat([a, b], 1), r))
+    background = (1 - p).clamp(0, 1) if q is None else (p < q).float()
+    sums = refine._box(torch.cat([background, background * guide, background * guide * guide], 1),
+                       max(1, round(wide * max(ww, wh))))
+    weight = sums[:, :1].clamp_min(1e-6)
+    mean, square = sums[:, 1:4] / weight, sums[:, 4:7] / weight
+    variance = (square - mean * mean).clamp_min(0).sum(1, keepdim=True)
+    w = torch.exp(-variance / tau)
+    return (w * fitted[1] + (1 - w) * fitted[0])[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
+    p.add_argument("--data", type=Path, action="append", required=True, help="dataset root (repeatable)")
+    p.add_argument("--val-list", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=100, help="pairs, shared out evenly between the roots")
+    p.add_argument("--taus", default="1e-3,3e-3,1e-2")
+    p.add_argument("--qs", default="soft,0.02,0.05", help="background weights: soft (1 - p) or p < q")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seg = Segmenter.from_checkpoint(args.checkpoint)
+    variants: dict[str, Callable[[torch.Tensor, Image.Image], torch.Tensor]] = {
+        "narrow 1/64 (served)": lambda pr, im: refine.fit(pr, im),
+        "wide 1/16": lambda pr, im: refine.fit(pr, im, radius_fraction=1 / 16)}
+    for q, tau in itertools.product(args.qs.split(","), map(float, args.taus.split(","))):
+        qv = None if q == "soft" else float(q)
+        variants[f"adaptive q={q} tau={tau:g}"] = lambda pr, im, tau=tau, qv=qv: fit_adaptive(pr, im, tau, qv)
+    scores: dict[str, dict[str, list[float]]] = {k: {"real IoU": [], "real BF": [], "green IoU": [],
+                                                     "green edge error": []} for k in variants}
+    found = pairs(args.data, args.val_list, args.limit)
+    start = time.monotonic()
+    for photo_path, mask_path in found:
+        person = np.asarray(imaging.load_image(photo_path))
+        truth = np.asarray(imaging.load_mask(mask_path))
+        alpha, band, t = soft_matte(truth), edge_band(truth), torch.from_numpy(truth)
+        real, green = Image.fromarray(person), Image.fromarray(blend(person, alpha, GREEN))
+        with torch.inference_mode():
+            low = seg.predict_lowres([real, green])
+            for name, fn in variants.items():
+                masks = [refine.apply(refine.with_levels(fn(pr, im)), refine._pixels(im, "rgb"))
+                         for pr, im in zip(low, (real, green), strict=True)]
+                m = image_metrics(torch.from_numpy(masks[0]) >= 128, t)
+                row = scores[name]
+                row["real IoU"].append(m["iou"])
+                row["real BF"].append(m["boundary_f"])
+                row["green IoU"].append(image_metrics(torch.from_numpy(masks[1]) >= 128, t)["iou"])
+                row["green edge error"].append(float(np.abs(masks[1][band] / 255.0 - alpha[band]).mean()))
+    print(f"adaptive_window.py: {len(found)} pairs, {time.monotonic() - start:.0f} s")
+    print("| variant | " + " | ".join(next(iter(scores.values()))) + " |")
+    print("| --- |" + " --- |" * 4)
+    for name, row in scores.items():
+        print(f"| {name} | " + " | ".join(f"{np.mean(v):.4f}" for v in row.values()) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
