@@ -1,6 +1,6 @@
 """Would a guided-filter window that widens over plain backgrounds get both edges? An experiment, not served code.
 
-    python benchmarks/adaptive_window.py --data ../shared/datasets/eg1800 --data ../shared/datasets/ccp \\
+    python benchmarks/adaptive_window.py --data datasets/eg1800 --data datasets/ccp \\
         --val-list training/splits/shared_val.txt --limit 100
 
 segmenter/refine.py uses a narrow window (1/64 of the working size): best on real photos, where a wide one
@@ -20,7 +20,7 @@ import importlib.util
 import itertools
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
@@ -36,29 +36,30 @@ from segmenter.inference import Segmenter
 from training.metrics import image_metrics
 
 GREEN = (0, 255, 0)
+WIDE = 1 / 16  # the window the served path used before session 15
 
 
-def fit_adaptive(prob: torch.Tensor, image: Image.Image, tau: float, q: float | None,
-                 narrow: float = refine.RADIUS_FRACTION, wide: float = 1 / 16) -> torch.Tensor:
-    """Both windows' smoothed coefficients, blended per pixel by the background's colour variance."""
-    width, height = image.size
-    scale = min(1.0, refine.WORK_SIZE / max(width, height))
-    ww, wh = max(1, round(width * scale)), max(1, round(height * scale))
+def background_variance(prob: torch.Tensor, image: Image.Image, q: float | None,
+                        size: tuple[int, int]) -> torch.Tensor:
+    """The guide's colour variance over the background in the wide window: low where the backdrop is plain.
+
+    ``size`` is the working size ``(h, w)`` that ``refine.fit`` chose, read off its coefficients.
+    """
+    wh, ww = size
     guide = refine._as_tensor(refine._pixels(image, "rgb", (ww, wh)))
     p = refine._upsample(prob.float()[None, None], (wh, ww))
-    fitted = []
-    for fraction in (narrow, wide):
-        r = max(1, round(fraction * max(ww, wh)))
-        a, b = refine._coefficients(guide, p, r, refine.EPS)
-        fitted.append(refine._box(torch.cat([a, b], 1), r))
     background = (1 - p).clamp(0, 1) if q is None else (p < q).float()
     sums = refine._box(torch.cat([background, background * guide, background * guide * guide], 1),
-                       max(1, round(wide * max(ww, wh))))
+                       max(1, round(WIDE * max(ww, wh))))
     weight = sums[:, :1].clamp_min(1e-6)
     mean, square = sums[:, 1:4] / weight, sums[:, 4:7] / weight
-    variance = (square - mean * mean).clamp_min(0).sum(1, keepdim=True)
+    return (square - mean * mean).clamp_min(0).sum(1, keepdim=True)[0]
+
+
+def mix(narrow: torch.Tensor, wide: torch.Tensor, variance: torch.Tensor, tau: float) -> torch.Tensor:
+    """Both windows' coefficients, weighted per pixel towards the wide one by ``exp(-variance / tau)``."""
     w = torch.exp(-variance / tau)
-    return (w * fitted[1] + (1 - w) * fitted[0])[0]
+    return w * wide + (1 - w) * narrow
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,14 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     seg = Segmenter.from_checkpoint(args.checkpoint)
-    variants: dict[str, Callable[[torch.Tensor, Image.Image], torch.Tensor]] = {
-        "narrow 1/64 (served)": lambda pr, im: refine.fit(pr, im),
-        "wide 1/16": lambda pr, im: refine.fit(pr, im, radius_fraction=1 / 16)}
-    for q, tau in itertools.product(args.qs.split(","), map(float, args.taus.split(","))):
-        qv = None if q == "soft" else float(q)
-        variants[f"adaptive q={q} tau={tau:g}"] = lambda pr, im, tau=tau, qv=qv: fit_adaptive(pr, im, tau, qv)
+    qs = [None if q == "soft" else float(q) for q in args.qs.split(",")]
+    taus = [float(t) for t in args.taus.split(",")]
+    names = ["narrow 1/64 (served)", "wide 1/16"] + [
+        f"adaptive q={'soft' if q is None else f'{q:g}'} tau={tau:g}" for q, tau in itertools.product(qs, taus)]
     scores: dict[str, dict[str, list[float]]] = {k: {"real IoU": [], "real BF": [], "green IoU": [],
-                                                     "green edge error": []} for k in variants}
+                                                     "green edge error": []} for k in names}
     found = pairs(args.data, args.val_list, args.limit)
     start = time.monotonic()
     for photo_path, mask_path in found:
@@ -90,15 +89,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         real, green = Image.fromarray(person), Image.fromarray(blend(person, alpha, GREEN))
         with torch.inference_mode():
             low = seg.predict_lowres([real, green])
-            for name, fn in variants.items():
-                masks = [refine.apply(refine.with_levels(fn(pr, im)), refine._pixels(im, "rgb"))
-                         for pr, im in zip(low, (real, green), strict=True)]
-                m = image_metrics(torch.from_numpy(masks[0]) >= 128, t)
-                row = scores[name]
-                row["real IoU"].append(m["iou"])
-                row["real BF"].append(m["boundary_f"])
-                row["green IoU"].append(image_metrics(torch.from_numpy(masks[1]) >= 128, t)["iou"])
-                row["green edge error"].append(float(np.abs(masks[1][band] / 255.0 - alpha[band]).mean()))
+            masks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+            for pr, im in zip(low, (real, green), strict=True):
+                narrow, wide = refine.fit(pr, im), refine.fit(pr, im, radius_fraction=WIDE)
+                variances = [background_variance(pr, im, q, narrow.shape[-2:]) for q in qs]
+                fitted = [narrow, wide] + [mix(narrow, wide, v, tau) for v, tau in itertools.product(variances, taus)]
+                pixels = refine._pixels(im, "rgb")
+                for name, coeffs in zip(names, fitted, strict=True):
+                    masks[name].append(refine.apply(refine.with_levels(coeffs), pixels))
+        for name, (real_mask, green_mask) in masks.items():
+            m = image_metrics(torch.from_numpy(real_mask) >= 128, t)
+            row = scores[name]
+            row["real IoU"].append(m["iou"])
+            row["real BF"].append(m["boundary_f"])
+            row["green IoU"].append(image_metrics(torch.from_numpy(green_mask) >= 128, t)["iou"])
+            row["green edge error"].append(float(np.abs(green_mask[band] / 255.0 - alpha[band]).mean()))
     print(f"adaptive_window.py: {len(found)} pairs, {time.monotonic() - start:.0f} s")
     print("| variant | " + " | ".join(next(iter(scores.values()))) + " |")
     print("| --- |" + " --- |" * 4)
