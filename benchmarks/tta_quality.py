@@ -1,7 +1,7 @@
 """Test-time options the server could add, measured: the mirror pass, a second input size, the threshold.
 
     python benchmarks/tta_quality.py --checkpoint segmenter/weights/person_unet.pt \\
-        --data ../shared/datasets/eg1800 --val-list training/splits/shared_val.txt --second-size 416
+        --data datasets/eg1800 --val-list training/splits/shared_val.txt --second-size 416
 
 Asks whether post-processing alone can close a gap to a target before more training is spent on it
 (docs/MODEL_CARD.md, session 17). Per data set, mean person IoU of the served mask (guided upsampling, the
