@@ -14,10 +14,10 @@ import json
 import math
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from segmenter import checkpoint
 
 METRICS, BEST, LAST = "metrics.jsonl", "best.pt", "last.pt"
+T = TypeVar("T")
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,17 +40,26 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def stop_signals_held(deliver: bool = True) -> Iterator[None]:
+def stop_signals_held(deliver: bool = True, second_stops: bool = False) -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM while checkpoints are written, then act on them.
 
     A stop raised inside ``torch.save`` left its zip writer half-way: either the writer's clean-up
     raised its own RuntimeError over the stop (a traceback instead of the resume message), or the
     epoch just trained was thrown away (last.pt rolled back to "interrupted"). The files themselves
     were safe (``save_atomic``). Now the signal is taken after the write. With ``deliver`` False, a
-    signal that came meanwhile is dropped: the save in progress is already the stop's.
+    signal that came meanwhile is dropped: the save in progress is already the stop's. With
+    ``second_stops``, the same signal sent again is taken at once: a second Ctrl-C still stops a run
+    whose held step hangs.
     """
     pending: list[int] = []
-    held = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in STOP_SIGNALS}
+    held: dict[int, Any] = {}
+
+    def hold(signum: int, frame: Any) -> None:
+        if second_stops and signum in pending and callable(held[signum]):
+            held[signum](signum, frame)
+        pending.append(signum)
+
+    held.update({s: signal.signal(s, hold) for s in STOP_SIGNALS})
     try:
         yield
     finally:
@@ -58,6 +68,25 @@ def stop_signals_held(deliver: bool = True) -> Iterator[None]:
     if deliver:
         for s in dict.fromkeys(pending):
             signal.raise_signal(s)  # the handler in force again decides: raise, or ignore (SIG_IGN)
+
+
+def batches(loader: Iterable[T]) -> Iterator[T]:
+    """The loader's batches, with a stop taken between two fetches, never inside one.
+
+    With data workers, a batch arrives as file descriptors handed over a socket by the worker's
+    resource-sharer thread. A SIGTERM to the whole process group raised the stop in the middle of
+    that handshake: the run saved its checkpoint, but the worker printed a ConnectionResetError
+    traceback over the resume message (seen in CI, about one stop in fifteen). A fetch takes
+    milliseconds; a stop now waits for it.
+    """
+    it = iter(loader)
+    while True:
+        with stop_signals_held(second_stops=True):
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+        yield batch
 
 
 def ignore_stop_signals_in_worker(worker_id: int) -> None:

@@ -326,7 +326,7 @@ def train_epoch(run: Run, epoch: int) -> dict[str, Any]:
     bar = Progress(len(run.loader), f"epoch {epoch + 1}/{run.args.epochs}", enabled=run.main_proc)
     total, count, t0 = 0.0, 0, time.monotonic()
     try:
-        for images, masks in run.loader:
+        for images, masks in run_files.batches(run.loader):
             images, masks = images.to(run.device, non_blocking=True), masks.to(run.device, non_blocking=True)
             if run.device.type == "cpu":
                 images = images.contiguous(memory_format=torch.channels_last)

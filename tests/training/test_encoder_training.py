@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,38 @@ def test_commit_writes_row_then_best_then_last_and_marks_the_epoch_before_a_stop
     monkeypatch.setattr(checkpoint, "save_atomic", lambda obj, path: not_improved.append(Path(path).name))
     run_files.commit_epoch(tmp_path, {"epoch": 4}, {"epoch": 4}, False, lambda: None)
     assert not_improved == [run_files.LAST] and [r["epoch"] for r in _rows(tmp_path)] == [3, 4]
+
+
+class _SignallingLoader:
+    """Batches 0, 1, 2, ...; while fetching batch ``at`` it is sent SIGTERM ``times`` times."""
+
+    def __init__(self, at: int, times: int) -> None:
+        self.at, self.times, self.fetched = at, times, []
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(5):
+            if i == self.at:
+                for _ in range(self.times):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            self.fetched.append(i)  # the fetch finished
+            yield i
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_a_stop_during_a_fetch_waits_for_the_batch_and_a_second_one_does_not(times: int) -> None:
+    """A stop inside a worker's fd handshake printed the worker's ConnectionResetError (CI, stop 33)."""
+    loader, got = _SignallingLoader(at=2, times=times), []
+    before = signal.signal(signal.SIGTERM, run_files.raise_terminated)
+    try:
+        with pytest.raises(run_files.Terminated):
+            for batch in run_files.batches(loader):
+                got.append(batch)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    # one signal: fetch 2 completes and is not handed out (the stop comes first); two: the second
+    # interrupts the fetch itself, as a second Ctrl-C must for a hung loader
+    assert got == [0, 1] and loader.fetched == ([0, 1, 2] if times == 1 else [0, 1])
+    assert signal.getsignal(signal.SIGTERM) is before and list(run_files.batches(range(3))) == [0, 1, 2]
 
 
 def _rows(out: Path) -> list[dict]:
