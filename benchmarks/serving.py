@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                            settings={"batchSize": args.batch_size, "maxBatchDelay": args.batch_delay_ms})
             models[BATCHED] = f"{BATCHED}.mar"
             variants.append(BATCHED)
-        ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+        ports = serve.free_ports(serve.DEFAULT_PORTS)
         server = serve.start_server(Path(tmp) / "work", store, models=models, model_name=PLAIN, ports=ports)
         try:
             if BATCHED in models:

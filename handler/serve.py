@@ -18,6 +18,7 @@ answers "Healthy" even while workers crash-loop, so it is not a readiness check)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -26,7 +27,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,9 +99,21 @@ def _port(url: str) -> int:
 
 def free_port() -> int:
     """A loopback TCP port that is free right now (for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(["port"])["port"]
+
+
+def free_ports(names: Iterable[str]) -> dict[str, int]:
+    """Distinct loopback TCP ports, free right now, one per name (tests, benchmarks).
+
+    Each socket stays bound until all are chosen: asked one at a time, the kernel handed the same
+    ephemeral port out twice, and TorchServe, given one port for two APIs, stopped at start-up
+    (seen in a CI run: inference and metrics both on 48809).
+    """
+    with ExitStack() as stack:
+        socks = {name: stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for name in names}
+        for sock in socks.values():
+            sock.bind(("127.0.0.1", 0))
+        return {name: sock.getsockname()[1] for name, sock in socks.items()}
 
 
 def _port_in_use(port: int) -> bool:
@@ -281,7 +295,12 @@ def start_server(workdir: str | Path = DEFAULT_WORKDIR, model_store: str | Path 
         urls[kind] = f"http://{host}:{ports.get(kind, _port(address))}"
     grpc = {k: ports.get(k, int(props.get(f"{k}_port", DEFAULT_PORTS[k])))
             for k in ("grpc_inference", "grpc_management")}
-    for kind, port in [*((k, _port(u)) for k, u in urls.items()), *grpc.items()]:
+    chosen = [*((k, _port(u)) for k, u in urls.items()), *grpc.items()]
+    for (kind, port), (other, same) in itertools.combinations(chosen, 2):
+        if port == same:
+            raise ServeError(f"port {port} is given to both {kind} and {other}: TorchServe needs one port per API "
+                             f"(check {config} and the ports passed in)")
+    for kind, port in chosen:
         if _port_in_use(port):
             raise ServeError(f"port {port} ({kind}) is already in use: another TorchServe "
                              "(`make stop`, or `python -m handler.serve status`) or another program")

@@ -112,7 +112,7 @@ def torchserve_server(tmp_path_factory: pytest.TempPathFactory, served_model_sto
     from handler import serve
 
     workdir = tmp_path_factory.mktemp("torchserve")
-    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    ports = serve.free_ports(serve.DEFAULT_PORTS)
     server = serve.start_server(workdir, served_model_store, model_name=MODEL_NAME, ports=ports)
     try:
         yield server
@@ -142,7 +142,7 @@ def project_server(tmp_path_factory: pytest.TempPathFactory, served_model_store:
     shutil.copytree(REPO / "gimp_plugin", project / "gimp_plugin")
     (project / "handler").mkdir()  # install.sh copies the project's contract into the plug-in
     shutil.copyfile(REPO / "handler" / "contract.py", project / "handler" / "contract.py")
-    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    ports = serve.free_ports(serve.DEFAULT_PORTS)
     settings = {f"{k}_address": f"http://127.0.0.1:{ports[k]}" for k in ("inference", "management", "metrics")}
     settings.update(grpc_inference_port=str(ports["grpc_inference"]),
                     grpc_management_port=str(ports["grpc_management"]), token_expiration_min=str(KEY_LIFETIME_MIN))

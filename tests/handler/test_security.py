@@ -106,7 +106,7 @@ def test_expired_keys_are_refused_and_rotation_renews(tmp_path: Path, served_mod
     No model is loaded: the key check comes first (a valid key for an absent model is 404, not 400).
     """
     skip_without_torchserve()
-    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    ports = serve.free_ports(serve.DEFAULT_PORTS)
     started = datetime.now(timezone.utc)
     server = serve.start_server(tmp_path / "ts", served_model_store, models={}, ports=ports,
                                 overrides={"token_expiration_min": "0.2"}, ready_timeout=60)

@@ -45,6 +45,27 @@ def test_start_without_archive_says_how_to_build_it(tmp_path: Path) -> None:
         serve.start_server(tmp_path / "w", tmp_path)
 
 
+def test_one_port_for_two_apis_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """TorchServe given one port for two APIs stopped at start-up with exit code 0 (CI): say which."""
+    from tests.conftest import skip_without_torchserve
+
+    skip_without_torchserve()
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "person_segmenter.mar").write_bytes(b"not started, so never read")
+    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports["metrics"] = ports["inference"]
+    with pytest.raises(serve.ServeError, match=rf"port {ports['inference']} is given to both inference and metrics"):
+        serve.start_server(tmp_path / "w", tmp_path / "store", ports=ports)
+    assert not (tmp_path / "w").exists()  # no state file, logs or config written
+
+
+def test_free_ports_are_distinct() -> None:
+    """Asked one at a time, the kernel once gave inference and metrics the same port."""
+    for _ in range(200):
+        ports = serve.free_ports(serve.DEFAULT_PORTS)
+        assert sorted(ports) == sorted(serve.DEFAULT_PORTS) and len(set(ports.values())) == len(ports)
+
+
 def test_options_validation() -> None:
     assert parse_options({}).mode == "mask"
     o = parse_options({"mode": "Composite", "background": "#0f0", "format": "JPG", "quality": "70"})

@@ -248,7 +248,7 @@ def test_client_library_errors_are_readable(torchserve_server) -> None:
 def test_start_and_stop_leave_nothing_running(tmp_path: Path, served_model_store: Path) -> None:
     """A second instance next to the session one (own folder, TMPDIR, ports); stop ends every process."""
     skip_without_torchserve()
-    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    ports = serve.free_ports(serve.DEFAULT_PORTS)
     server = serve.start_server(tmp_path / "ts", served_model_store, ports=ports)
     try:
         assert serve._group_alive(server.pid) and server.key_file.is_file()

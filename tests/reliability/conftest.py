@@ -40,7 +40,7 @@ def start_dedicated(workdir: Path, store: Path):
     """A TorchServe of our own on free ports, workers READY; the caller stops it."""
     from handler import serve
 
-    ports = {name: serve.free_port() for name in serve.DEFAULT_PORTS}
+    ports = serve.free_ports(serve.DEFAULT_PORTS)
     return serve.start_server(workdir, store, model_name=MODEL_NAME, ports=ports)
 
 
