@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,40 @@ def test_free_ports_are_distinct() -> None:
     for _ in range(200):
         ports = serve.free_ports(serve.DEFAULT_PORTS)
         assert sorted(ports) == sorted(serve.DEFAULT_PORTS) and len(set(ports.values())) == len(ports)
+
+
+def test_a_stale_state_file_never_signals_the_group_that_reused_its_number(tmp_path: Path) -> None:
+    """``serve/server.json`` outlived its server (a crash, a reboot), and another program's process
+    group now has the recorded number: ``make stop`` must leave it alone and ``make serve`` must not
+    take it for a running instance. With the right start time the same group is the instance."""
+    import psutil
+
+    from tests.conftest import skip_without_torchserve
+
+    skip_without_torchserve()
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        started = psutil.Process(other.pid).create_time()
+        workdir = tmp_path / "w"
+        workdir.mkdir()
+
+        def record(create_time: float) -> None:
+            server = serve.Server(workdir, "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                                  "person_segmenter", other.pid, create_time)
+            (workdir / serve.STATE_NAME).write_text(json.dumps(server.state()))
+
+        for stale in (started - 3600.0, psutil.boot_time() - 60.0):  # pid reused; recorded before this boot
+            record(stale)
+            assert serve.Server.from_state(workdir) is None
+            assert serve.stop_server(workdir, timeout=2) is False
+            assert other.poll() is None and not (workdir / serve.STATE_NAME).exists()
+        record(started)
+        assert serve.Server.from_state(workdir) is not None
+        assert serve.stop_server(workdir, timeout=2) is True
+        assert not psutil.pid_exists(other.pid) or psutil.Process(other.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_options_validation() -> None:
