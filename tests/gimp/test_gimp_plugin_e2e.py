@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,8 @@ import requests
 from fake_mask_server import CUTOUT_RGB, FakeMaskServer, ellipse_mask
 from gimp_harness import PROC_NAME, GimpRun, assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
 from PIL import Image
+
+from handler import serve
 
 pytestmark = pytest.mark.gimp
 
@@ -64,12 +65,6 @@ def real_server(request: pytest.FixtureRequest) -> object:
 def server_args(server: object) -> dict:
     """The procedure's arguments that point it at the real TorchServe (``torchserve_server``)."""
     return {"server-url": server.inference_url, "model-name": server.model_name, "inference-key": server.inference_key}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bg_image(path: Path) -> Path:
@@ -460,7 +455,7 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
         {"name": "no_mirror_pass", "input": photo, "args": {**base, **BLUE_BACKGROUND, "mirror-pass": False}},
         # failures: nothing listening on the port; a wrong key; a model that is not served
         {"name": "server_down", "input": photo, "setup": {"old_mask": True, "select": [5, 5, 50, 50]},
-         "args": {**base, "server-url": f"http://127.0.0.1:{_free_port()}"}},
+         "args": {**base, "server-url": f"http://127.0.0.1:{serve.free_port()}"}},
         {"name": "wrong_key", "input": photo, "setup": {"old_mask": True},
          "args": {**base, "inference-key": "not-the-key"}},
         {"name": "no_key", "input": photo, "args": {**base, "inference-key": ""}},
