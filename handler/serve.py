@@ -195,7 +195,7 @@ class Server:
         st = json.loads(path.read_text())
         server = cls(Path(st["workdir"]), st["inference_url"], st["management_url"], st["metrics_url"],
                      st["model_name"], int(st["pid"]), float(st["create_time"]))
-        return server if _group_alive(server.pid, server.create_time) else None
+        return server if _group_alive(server.pid, server.workdir) else None
 
 
 def _instance_env(workdir: Path) -> dict[str, str]:
@@ -233,37 +233,33 @@ def check_prerequisites() -> None:
         raise ServeError("PyYAML is missing: TorchServe workers import it; run `make setup`") from None
 
 
-def _group_members(pgid: int, started: float | None = None) -> list:
+def _group_members(pgid: int, workdir: Path | None = None) -> list:
     """Live (non-zombie) processes of process group ``pgid``.
 
-    With ``started``, the leader's create time recorded at start: none when the group cannot be
-    that instance's, because the time is from before this boot or pid ``pgid`` now belongs to a
-    process started at another time. A ``server.json`` left by a crash or a reboot must not make
-    ``make stop`` kill, or ``make serve`` wait for, an unrelated process group that got the same
-    number (pid_max is 32768 on many machines, this one included).
+    With ``workdir``, none unless one of them names that instance folder in its command line (the
+    launcher's ``--ts-config``, the frontend's ``java.io.tmpdir``, the workers' sockets). A
+    ``server.json`` left by a crash or a reboot must not make ``make stop`` kill, or ``make serve``
+    wait for, an unrelated process group that got the same number (pid_max is 32768 on many
+    machines, this one included). The recorded start time cannot tell: psutil adds the wall-clock
+    boot time to it, and a clock update moved it (a full test run here left two servers running
+    when it was compared).
     """
     import psutil  # a torchserve dependency
 
-    if started is not None:
-        if started < psutil.boot_time():
-            return []
-        try:
-            if abs(psutil.Process(pgid).create_time() - started) > 0.01:
-                return []
-        except psutil.NoSuchProcess:
-            pass  # the leader has exited; workers it started may still be alive, and they are ours
-    members = []
-    for proc in psutil.process_iter(["status"]):
+    members, ours = [], workdir is None
+    needle = f"{workdir}{os.sep}"
+    for proc in psutil.process_iter(["status", "cmdline"]):
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 members.append(proc)
+                ours = ours or any(needle in arg for arg in proc.info["cmdline"] or ())
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-    return members
+    return members if ours else []
 
 
-def _group_alive(pgid: int, started: float | None = None) -> bool:
-    return bool(_group_members(pgid, started))
+def _group_alive(pgid: int, workdir: Path | None = None) -> bool:
+    return bool(_group_members(pgid, workdir))
 
 
 def _log_tail(workdir: Path, lines: int = 30) -> str:
@@ -396,8 +392,8 @@ def stop_server(workdir: str | Path = DEFAULT_WORKDIR, timeout: float = STOP_TIM
     if not state_path.is_file():
         return False
     st = json.loads(state_path.read_text())
-    pgid, started = int(st["pid"]), float(st["create_time"])
-    was_running = _group_alive(pgid, started)
+    pgid = int(st["pid"])
+    was_running = _group_alive(pgid, workdir)
     if was_running:
         try:
             subprocess.run([_torchserve(), "--stop"], cwd=workdir, env=_instance_env(workdir),
@@ -412,15 +408,15 @@ def stop_server(workdir: str | Path = DEFAULT_WORKDIR, timeout: float = STOP_TIM
                 except ProcessLookupError:
                     break
                 deadline = time.monotonic() + wait_s
-            while _group_alive(pgid, started) and time.monotonic() < deadline:
+            while _group_alive(pgid, workdir) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if not _group_alive(pgid, started):
+            if not _group_alive(pgid, workdir):
                 break
     try:  # reap our own child, if this process started it
         os.waitpid(pgid, os.WNOHANG)
     except ChildProcessError:
         pass
-    if _group_alive(pgid, started):
+    if _group_alive(pgid, workdir):
         raise ServeError(f"processes of TorchServe group {pgid} survived SIGKILL")
     state_path.unlink(missing_ok=True)
     (workdir / KEY_FILE_NAME).unlink(missing_ok=True)
