@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -159,6 +160,18 @@ def memory_table(server: serve.Server, model: str, megapixels: float) -> list[di
     return rows
 
 
+def free_loopback_ports(names: dict[str, int]) -> dict[str, int]:
+    """One free loopback port per name, all different: every socket stays bound until all are chosen."""
+    socks = [socket.socket() for _ in names]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return {name: sock.getsockname()[1] for name, sock in zip(names, socks, strict=True)}
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=SHIPPED_WEIGHTS)
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                            settings={"batchSize": args.batch_size, "maxBatchDelay": args.batch_delay_ms})
             models[BATCHED] = f"{BATCHED}.mar"
             variants.append(BATCHED)
-        ports = serve.free_ports(serve.DEFAULT_PORTS)
+        ports = free_loopback_ports(serve.DEFAULT_PORTS)
         server = serve.start_server(Path(tmp) / "work", store, models=models, model_name=PLAIN, ports=ports)
         try:
             if BATCHED in models:

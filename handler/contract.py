@@ -2,7 +2,7 @@
 
 What a request may say (model name, modes, backgrounds, formats, limits, the default blur radius)
 and how a client finds and renews its key are written here once. The server side
-(``handler/request.py``, ``handler/person_handler.py``, ``handler/serve.py``) and the batch client
+(``handler/request.py``, ``handler/person_handler.py``, ``handler/serve/``) and the batch client
 (``handler/client.py``) import this module; the GIMP plug-in, which runs in GIMP's own Python and
 cannot import this project, gets this very file: ``gimp_plugin/install.sh`` copies it into the
 installed plug-in as ``replace_background_contract.py`` (and a plug-in run from a checkout loads it
@@ -40,7 +40,7 @@ MODEL_NAME = "person_segmenter"
 INFERENCE_URL = "http://127.0.0.1:8080"  # config.properties' inference_address, what `make serve` uses
 PREDICTIONS_PATH = "/predictions/"
 KEY_FILE_NAME = "key_file.json"  # TorchServe writes it into the folder it runs from (serve/ for `make serve`)
-SERVER_STATE_NAME = "server.json"  # handler/serve.py writes it next to the key file: URLs, model, pid
+SERVER_STATE_NAME = "server.json"  # handler.serve writes it next to the key file: URLs, model, pid
 SERVE_FOLDER = "serve"  # `make serve`'s instance folder, relative to the project folder
 START_COMMAND = "make serve"
 
@@ -53,7 +53,7 @@ DEFAULT_BACKGROUND = "#FFFFFF"
 REFINE_METHODS = ("guided", "bilinear")  # segmenter.refine.METHODS (a test holds them equal)
 TTA_MODES = ("none", "flip")  # segmenter.inference.TTA_MODES (a test holds them equal)
 # the edge stage (soft matte and person colours at the outline) for cutout and composite; "off" gives
-# the plain blend of the photo with the model's mask (issue 17)
+# the plain blend of the photo with the model's mask (docs/API.md, "The edge stage")
 MATTING_MODES = ("on", "off")
 BLUR_RADIUS_RANGE = (1.0, 200.0)
 BLUR_RADIUS_FRACTION = 0.02  # default blur radius: 2% of the image diagonal ...

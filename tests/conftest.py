@@ -110,15 +110,17 @@ def torchserve_server(tmp_path_factory: pytest.TempPathFactory, served_model_sto
     """
     skip_without_torchserve()
     from handler import serve
+    from handler.serve import group
+    from tests.ports import free_ports
 
     workdir = tmp_path_factory.mktemp("torchserve")
-    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports = free_ports(serve.DEFAULT_PORTS)
     server = serve.start_server(workdir, served_model_store, model_name=MODEL_NAME, ports=ports)
     try:
         yield server
     finally:
         server.stop()
-        assert not serve._group_alive(server.pid), "TorchServe processes left behind"
+        assert not group.alive(server.pid), "TorchServe processes left behind"
 
 
 KEY_LIFETIME_MIN = 1  # the project server's keys: short, so the tests see them expire
@@ -137,12 +139,13 @@ def project_server(tmp_path_factory: pytest.TempPathFactory, served_model_store:
     import subprocess
 
     from handler import serve
+    from tests.ports import free_ports
 
     project = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "gimp_plugin", project / "gimp_plugin")
     (project / "handler").mkdir()  # install.sh copies the project's contract into the plug-in
     shutil.copyfile(REPO / "handler" / "contract.py", project / "handler" / "contract.py")
-    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports = free_ports(serve.DEFAULT_PORTS)
     settings = {f"{k}_address": f"http://127.0.0.1:{ports[k]}" for k in ("inference", "management", "metrics")}
     settings.update(grpc_inference_port=str(ports["grpc_inference"]),
                     grpc_management_port=str(ports["grpc_management"]), token_expiration_min=str(KEY_LIFETIME_MIN))

@@ -31,7 +31,7 @@ HANDLER_ENTRY = REPO / "handler" / "person_handler.py"
 PACKAGES = ("segmenter", "handler")
 WEIGHTS_NAME = "weights.pt"
 # Not needed inside a worker: weights travel as weights.pt; the client and the server control run outside.
-ARCHIVE_EXCLUDES = ("__pycache__", "*.pyc", "weights", "client.py", "serve.py")
+ARCHIVE_EXCLUDES = ("__pycache__", "*.pyc", "weights", "client.py", "serve")
 
 # TorchServe per-model settings. One worker with all cores beats several oversubscribed ones on
 # a small CPU (see docs/SERVING.md); batching waits at most 20 ms for company.

@@ -31,7 +31,7 @@ from fake_mask_server import CUTOUT_RGB, FakeMaskServer, ellipse_mask
 from gimp_harness import PROC_NAME, GimpRun, assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
 from PIL import Image
 
-from handler import serve
+from tests.ports import free_port
 
 pytestmark = pytest.mark.gimp
 
@@ -455,7 +455,7 @@ def real_batch(gimp_ready: None, real_server: object, tmp_path_factory: pytest.T
         {"name": "no_mirror_pass", "input": photo, "args": {**base, **BLUE_BACKGROUND, "mirror-pass": False}},
         # failures: nothing listening on the port; a wrong key; a model that is not served
         {"name": "server_down", "input": photo, "setup": {"old_mask": True, "select": [5, 5, 50, 50]},
-         "args": {**base, "server-url": f"http://127.0.0.1:{serve.free_port()}"}},
+         "args": {**base, "server-url": f"http://127.0.0.1:{free_port()}"}},
         {"name": "wrong_key", "input": photo, "setup": {"old_mask": True},
          "args": {**base, "inference-key": "not-the-key"}},
         {"name": "no_key", "input": photo, "args": {**base, "inference-key": ""}},

@@ -20,8 +20,8 @@ import pytest
 from gimp_harness import assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
 from test_gimp_plugin_e2e import PHOTO, photo_and_matte, successful
 
-from handler import serve
 from tests.conftest import wait_for_key_expiry
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.gimp, pytest.mark.serve, pytest.mark.slow]
 RENEWED = "the inference key was refused (expired or rotated); renewed it"
@@ -38,7 +38,7 @@ def test_defaults_work_and_an_expired_key_is_renewed(project_server, tmp_path: P
     photo = in_job(job, PHOTO)
     cases = [{"name": "defaults", "input": photo},
              {"name": "nothing_there", "input": photo, "setup": {"old_mask": True},
-              "args": {"server-url": f"http://127.0.0.1:{serve.free_port()}"}}]
+              "args": {"server-url": f"http://127.0.0.1:{free_port()}"}}]
     fresh = run_gimp(job, cases, installer=installer, binds=binds)
     record = job / "profile/plug-ins/replace-background/replace_background_project.txt"
     assert record.read_text().strip() == str(project)

@@ -28,6 +28,7 @@ from PIL import Image
 
 from handler import client, contract, person_handler, request, serve
 from segmenter import imaging, inference, refine
+from tests.ports import free_port
 
 
 def test_the_contract_needs_only_the_standard_library() -> None:
@@ -214,7 +215,7 @@ def test_renewal_failures_say_why(tmp_path: Path) -> None:
     finally:
         srv.close()
     with pytest.raises(contract.KeyFileError, match="cannot reach the management address"):
-        contract.fresh_inference_key(key_file, "I1", f"http://127.0.0.1:{serve.free_port()}", timeout=5)
+        contract.fresh_inference_key(key_file, "I1", f"http://127.0.0.1:{free_port()}", timeout=5)
     assert contract.key_of(contract.read_key_file(key_file), "inference") == "I1"  # unchanged
 
 

@@ -29,11 +29,13 @@ import torch
 
 from handler import serve
 from handler.person_handler import PersonSegmenterHandler
+from handler.serve import group, properties
 from segmenter import checkpoint
 from tests.conftest import skip_without_torchserve
 from tests.handler import images
 from tests.handler.fakes import worker_context
 from tests.handler.served import as_image, post
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = images.encode(images.subject_photo())
@@ -106,7 +108,7 @@ def test_expired_keys_are_refused_and_rotation_renews(tmp_path: Path, served_mod
     No model is loaded: the key check comes first (a valid key for an absent model is 404, not 400).
     """
     skip_without_torchserve()
-    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports = free_ports(serve.DEFAULT_PORTS)
     started = datetime.now(timezone.utc)
     server = serve.start_server(tmp_path / "ts", served_model_store, models={}, ports=ports,
                                 overrides={"token_expiration_min": "0.2"}, ready_timeout=60)
@@ -192,13 +194,13 @@ def _bound_sockets(inodes: set[int]) -> list[tuple[str, ipaddress.IPv4Address | 
 def test_nothing_listens_beyond_loopback(torchserve_server) -> None:
     """Every socket the server's processes (frontend and workers) listen on is on loopback, and they
     are exactly the five configured ports: nothing unexpected (a debug or JMX port) is open."""
-    pids = [p.pid for p in serve._group_members(torchserve_server.pid)]
+    pids = [p.pid for p in group.members(torchserve_server.pid)]
     assert len(pids) >= 2, "expected the frontend and at least one worker"
     sockets = _bound_sockets(_socket_inodes(pids))
     exposed = [(t, str(a), p) for t, a, p in sockets if not _is_loopback(a)]
     assert not exposed, f"listening beyond loopback: {exposed}"
     props = serve.read_properties(torchserve_server.workdir / "config.properties")
-    configured = {serve._port(props[f"{k}_address"]) for k in ("inference", "management", "metrics")}
+    configured = {properties.port_of(props[f"{k}_address"]) for k in ("inference", "management", "metrics")}
     configured |= {int(props["grpc_inference_port"]), int(props["grpc_management_port"])}
     assert {p for t, _, p in sockets if t.startswith("tcp")} == configured
 

@@ -11,6 +11,8 @@ import pytest
 
 from handler import client, serve
 from handler.request import RequestError, parse_options
+from handler.serve import hints
+from tests.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +40,9 @@ def test_stop_without_a_server_is_harmless(tmp_path: Path) -> None:
     assert serve.stop_server(tmp_path) is False
     assert serve.main(["stop", "--workdir", str(tmp_path)]) == 0
     assert serve.main(["status", "--workdir", str(tmp_path)]) == 1
+    run = subprocess.run([sys.executable, "-m", "handler.serve", "status", "--workdir", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "TorchServe is not running from" in run.stderr, run.stderr
 
 
 def test_start_without_archive_says_how_to_build_it(tmp_path: Path) -> None:
@@ -55,7 +60,7 @@ def test_one_port_for_two_apis_is_refused_before_anything_starts(tmp_path: Path)
     skip_without_torchserve()
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "person_segmenter.mar").write_bytes(b"not started, so never read")
-    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports = free_ports(serve.DEFAULT_PORTS)
     ports["metrics"] = ports["inference"]
     with pytest.raises(serve.ServeError, match=rf"port {ports['inference']} is given to both inference and metrics"):
         serve.start_server(tmp_path / "w", tmp_path / "store", ports=ports)
@@ -65,7 +70,7 @@ def test_one_port_for_two_apis_is_refused_before_anything_starts(tmp_path: Path)
 def test_free_ports_are_distinct() -> None:
     """Asked one at a time, the kernel once gave inference and metrics the same port."""
     for _ in range(200):
-        ports = serve.free_ports(serve.DEFAULT_PORTS)
+        ports = free_ports(serve.DEFAULT_PORTS)
         assert sorted(ports) == sorted(serve.DEFAULT_PORTS) and len(set(ports.values())) == len(ports)
 
 
@@ -73,7 +78,8 @@ def test_a_stale_state_file_never_signals_the_group_that_reused_its_number(tmp_p
     """``serve/server.json`` outlived its server (a crash, a reboot), and another program's process
     group now has the recorded number: ``make stop`` must leave it alone and ``make serve`` must not
     take it for a running instance. A group whose processes name the instance folder (as TorchServe's
-    launcher, frontend and workers all do) is the instance, whatever the wall clock did since."""
+    launcher, frontend and workers all do) is the instance, whatever the wall clock did since. A
+    server.json written before it stopped recording the start time still reads, and the time is ignored."""
     import psutil
 
     from tests.conftest import skip_without_torchserve
@@ -82,10 +88,14 @@ def test_a_stale_state_file_never_signals_the_group_that_reused_its_number(tmp_p
     workdir = tmp_path / "w"
     workdir.mkdir()
 
-    def record(proc: subprocess.Popen) -> None:
+    def record(proc: subprocess.Popen, start_time: bool = False) -> None:
         server = serve.Server(workdir, "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9",
-                              "person_segmenter", proc.pid, psutil.Process(proc.pid).create_time() + 32.0)
-        (workdir / serve.STATE_NAME).write_text(json.dumps(server.state()))
+                              "person_segmenter", proc.pid)
+        state = server.state()
+        assert "create_time" not in state
+        if start_time:  # the older format, its start time 32 s off as a wall-clock step makes it
+            state["create_time"] = psutil.Process(proc.pid).create_time() + 32.0
+        (workdir / serve.STATE_NAME).write_text(json.dumps(state))
 
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     instance = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--ts-config",
@@ -95,8 +105,9 @@ def test_a_stale_state_file_never_signals_the_group_that_reused_its_number(tmp_p
         assert serve.Server.from_state(workdir) is None
         assert serve.stop_server(workdir, timeout=2) is False
         assert other.poll() is None and not (workdir / serve.STATE_NAME).exists()
-        record(instance)  # its start time recorded 32 s off, as a clock step here did
-        assert serve.Server.from_state(workdir) is not None
+        record(instance, start_time=True)
+        assert serve.Server.from_state(workdir) == serve.Server(
+            workdir, "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9", "person_segmenter", instance.pid)
         assert serve.stop_server(workdir, timeout=2) is True
         assert instance.poll() is not None and other.poll() is None
     finally:
@@ -134,7 +145,7 @@ def test_client_output_names_collide_instead_of_overwriting(tmp_path: Path) -> N
 
 
 def test_client_without_server_explains(tmp_path: Path) -> None:
-    c = client.Client(f"http://127.0.0.1:{serve.free_port()}", key="k", key_file=None, timeout=5)
+    c = client.Client(f"http://127.0.0.1:{free_port()}", key="k", key_file=None, timeout=5)
     with pytest.raises(client.ClientError, match="make serve"):
         c.process(b"abc")
     c = client.Client(key_file=tmp_path / "missing.json")
@@ -146,15 +157,15 @@ def test_printed_hints_name_the_instance_they_belong_to(tmp_path: Path) -> None:
     """Hints printed for an instance outside ./serve carry its --workdir (`make stop` would stop another)."""
     def server(workdir: Path) -> serve.Server:
         return serve.Server(workdir, "http://127.0.0.1:18080", "http://127.0.0.1:18081", "http://127.0.0.1:18082",
-                            "tiny", 1, 0.0)
+                            "tiny", 1)
 
     other = server(tmp_path / "w")
-    text = serve._describe(other) + serve._curl_example(other)
+    text = hints.describe(other) + hints.curl_example(other)
     assert f"handler.serve key --workdir {tmp_path / 'w'}" in text
     assert f"handler.serve rotate-key --workdir {tmp_path / 'w'}" in text
-    assert serve._stop_hint(other.workdir).endswith(f"handler.serve stop --workdir {tmp_path / 'w'}")
+    assert hints.stop_hint(other.workdir).endswith(f"handler.serve stop --workdir {tmp_path / 'w'}")
     assert "-m handler.serve" in text and "`python -m" not in text  # the venv's python, not a bare one
 
     default = server(serve.DEFAULT_WORKDIR)
-    assert "--workdir" not in serve._describe(default) + serve._curl_example(default)
-    assert serve._stop_hint(default.workdir) == "make stop"
+    assert "--workdir" not in hints.describe(default) + hints.curl_example(default)
+    assert hints.stop_hint(default.workdir) == "make stop"

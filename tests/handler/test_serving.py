@@ -13,11 +13,13 @@ from PIL import Image
 
 from handler import client as client_mod
 from handler import serve
+from handler.serve import group
 from segmenter import imaging
 from segmenter.inference import Segmenter
 from tests.conftest import BATCH_MODEL_NAME, BATCH_SETTINGS, skip_without_torchserve
 from tests.handler import images
 from tests.handler.served import as_image, describe, post, worker_pids
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.serve
 
@@ -248,16 +250,16 @@ def test_client_library_errors_are_readable(torchserve_server) -> None:
 def test_start_and_stop_leave_nothing_running(tmp_path: Path, served_model_store: Path) -> None:
     """A second instance next to the session one (own folder, TMPDIR, ports); stop ends every process."""
     skip_without_torchserve()
-    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports = free_ports(serve.DEFAULT_PORTS)
     server = serve.start_server(tmp_path / "ts", served_model_store, ports=ports)
     try:
-        assert serve._group_alive(server.pid) and server.key_file.is_file()
+        assert group.alive(server.pid) and server.key_file.is_file()
         with pytest.raises(serve.ServeError, match="already running"):
             serve.start_server(tmp_path / "ts", served_model_store, ports=ports)
         assert as_image(post(server, PNG)).mode == "L"
     finally:
         assert serve.stop_server(server.workdir) is True
-    assert not serve._group_alive(server.pid)
+    assert not group.alive(server.pid)
     assert not server.key_file.exists() and not (server.workdir / serve.STATE_NAME).exists()
     assert serve.stop_server(server.workdir) is False
     cfg = serve.read_properties(server.workdir / "config.properties")

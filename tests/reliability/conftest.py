@@ -39,8 +39,9 @@ def tiny_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start_dedicated(workdir: Path, store: Path):
     """A TorchServe of our own on free ports, workers READY; the caller stops it."""
     from handler import serve
+    from tests.ports import free_ports
 
-    ports = serve.free_ports(serve.DEFAULT_PORTS)
+    ports = free_ports(serve.DEFAULT_PORTS)
     return serve.start_server(workdir, store, model_name=MODEL_NAME, ports=ports)
 
 
@@ -48,6 +49,7 @@ def start_dedicated(workdir: Path, store: Path):
 def dedicated_server(tmp_path: Path, tiny_model_store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """A fresh TorchServe for one test, stopped afterwards (if the test has not stopped it already)."""
     from handler import serve
+    from handler.serve import group
 
     monkeypatch.setenv("SEGMENTER_TORCH_THREADS", "1")  # inherited by the frontend and its workers
     server = start_dedicated(tmp_path / "ts", tiny_model_store)
@@ -55,7 +57,7 @@ def dedicated_server(tmp_path: Path, tiny_model_store: Path, monkeypatch: pytest
         yield server
     finally:
         serve.stop_server(server.workdir)
-        assert not serve._group_alive(server.pid), "TorchServe processes left behind"
+        assert not group.alive(server.pid), "TorchServe processes left behind"
 
 
 # --- /proc ----------------------------------------------------------------------------------------
