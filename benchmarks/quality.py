@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evaluation.data_options import add_data_options, all_pairs
+from evaluation.metrics import image_metrics, mean_metrics
+from evaluation.progress import Progress
 from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import pairs_of_root, read_name_list
-from training.metrics import image_metrics, mean_metrics
-from training.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MP_PYTHON = REPO / ".venv-mediapipe" / "bin" / "python"
@@ -88,11 +88,8 @@ def save_grid(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True)
-    p.add_argument("--val-list", type=Path)
-    p.add_argument("--checkpoint", type=Path)
+    add_data_options(p)
     p.add_argument("--mediapipe-python", type=Path, default=DEFAULT_MP_PYTHON)
-    p.add_argument("--limit", type=int, help="at most N pairs per root")
     p.add_argument("--no-tta", action="store_true",
                    help="skip the 'ours + flip' column (the served option tta=flip, docs/API.md)")
     p.add_argument("--grid", type=Path, help="write a picture grid of typical and worst cases here")
@@ -104,10 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     ckpt = args.checkpoint or checkpoint.default_weights()
     seg = Segmenter.from_checkpoint(ckpt)
-    names = read_name_list(args.val_list) if args.val_list else None
-    pairs = []
-    for root in args.data:
-        pairs += pairs_of_root(root, names, args.limit)
+    pairs = all_pairs(args)
     columns = ["ours"] + ([] if args.no_tta else ["ours_flip"]) + ["mediapipe"]
     titles = {"ours": "ours", "ours_flip": "ours + flip", "mediapipe": "MediaPipe"}
     cut = round(THRESHOLD * 255)

@@ -34,13 +34,13 @@ import torch
 from PIL import Image, ImageFilter
 
 from benchmarks.quality import DEFAULT_MP_PYTHON, MediaPipe
+from evaluation.data_options import add_data_options, read_pairs
+from evaluation.metrics import image_metrics, mean_metrics
+from evaluation.progress import Progress
 from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import pairs_of_root, read_name_list
-from training.metrics import image_metrics, mean_metrics
-from training.progress import Progress
 
 Sample = tuple[Image.Image, np.ndarray]  # RGB photo, bool truth mask of the same size
 
@@ -91,20 +91,16 @@ CASES: dict[str, Callable[[Sample, Sample], Sample]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True)
-    p.add_argument("--val-list", type=Path)
-    p.add_argument("--checkpoint", type=Path)
+    add_data_options(p, limit=60)
     p.add_argument("--tta", choices=TTA_MODES, default="none", help="our model's test-time augmentation")
     p.add_argument("--mediapipe-python", type=Path, default=DEFAULT_MP_PYTHON)
-    p.add_argument("--limit", type=int, default=60, help="pairs per root (default 60)")
     args = p.parse_args(argv)
     if not args.mediapipe_python.exists():
         print(f"robustness.py: error: {args.mediapipe_python} not found; run `make mediapipe-venv`", file=sys.stderr)
         return 2
     ckpt = args.checkpoint or checkpoint.default_weights()
     seg = Segmenter.from_checkpoint(ckpt)
-    names = read_name_list(args.val_list) if args.val_list else None
-    roots = {Path(root).name: pairs_of_root(root, names, args.limit) for root in args.data}
+    roots = {root.name: pairs for root, pairs in read_pairs(args).items()}
     mp = MediaPipe(args.mediapipe_python)
     scores: dict[tuple[str, str, str], list[dict]] = {}
     bar = Progress(sum(len(v) for v in roots.values()) * len(CASES), "robustness")

@@ -16,7 +16,7 @@ outlines. So, after ``refine`` has brought the mask to full resolution:
 
 Photos above ``WORK_PIXELS`` are matted at a working resolution and the matte is brought back with a guided
 filter on the full-resolution photo (as ``refine`` does for the mask), so the full-size work is a few
-passes over the band. Measured in benchmarks/matting_quality.py and docs/BENCHMARKS.md.
+passes over the band. Measured in benchmarks/tuning/matting_quality.py and docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ NO_ENCODER = "none"
 ENCODERS = (NO_ENCODER, "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 # What a new training run starts from when neither --encoder nor --init says (README "Training").
 DEFAULT_ENCODER = "efficientnet-lite1"
-# Decoder widths from the stride-32 features up to full resolution (the issue-14 trial's decoder).
+# Decoder widths from the stride-32 features up to full resolution (the shipped model's; docs/MODEL_CARD.md).
 DEFAULT_DECODER_CHANNELS = (96, 64, 48, 32, 16)
 
 
@@ -121,7 +121,8 @@ class EncoderUNet(nn.Module):
         self.register_buffer("in_shift", (2 * torch.tensor(MEAN) - 1).view(1, 3, 1, 1), persistent=False)
 
     # Inference may cut the black band right of a portrait photo (``preprocess.canvas_size``): the same
-    # validation IoU for this network. The from-scratch UNet lost 0.004 on eg1800 that way (session 6).
+    # validation IoU for this network. The from-scratch UNet loses IoU that way, so it keeps the square
+    # (figures: docs/BENCHMARKS.md, "Design choices in the code").
     cut_canvas = True
 
     @property

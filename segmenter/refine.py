@@ -21,11 +21,11 @@ GUIDES = ("rgb", "luma")
 # Working resolution (long side) of the guided filter, window radius as a fraction of it, the
 # regulariser (larger eps = smoother, closer to bilinear) and the guide: the colour photo (He et
 # al.'s colour guided filter) or its luma. Chosen on the validation split with
-# benchmarks/refine_quality.py --sweep (docs/SERVING.md): an RGB guide. The radius follows the model:
-# 1/16 (20 px) was best for session 2's weak models, whose edges were a staircase to be replaced; with
-# session 15's model, whose own edges are good, a 1/16 window snapped them to the wrong colour edges
-# (patterned clothes, cluttered backgrounds) and cost 0.024 IoU on full-body photos against bilinear,
-# while 1/64 (5 px) gains over both: IoU 0.9629 vs 0.9531 (1/16) and 0.9605 (bilinear).
+# benchmarks/tuning/refine_quality.py --sweep (docs/SERVING.md): an RGB guide. The radius follows the
+# model, so rerun the sweep when the model changes: a model with staircase edges wants a wide window
+# (1/16) that replaces them; a model whose own edges are good, like the shipped one, wants a narrow one
+# (1/64), as a wide window snaps its edges to the wrong colour edges (patterned clothes, cluttered
+# backgrounds). Figures: docs/SERVING.md, "Edge refinement: guided vs bilinear".
 # Work size 320 rather than 512: the same IoU and boundary F on the validation split for a fit about
 # four times cheaper, which keeps a served 1-megapixel mask within its latency target
 # (docs/BENCHMARKS.md, "Design choices in the code").
@@ -40,7 +40,7 @@ BAND_ROWS = 32
 # the background of a portrait kept a small mask value, so a composite showed the old background
 # through the new one (a haze) and mask PNGs grew. The levels cut that haze and the error against the
 # truth, and leave the 0.5 threshold where it was, so IoU and boundary F are unchanged (figures and
-# command: benchmarks/levels_quality.py, docs/SERVING.md). Edges get twice as steep; feather the
+# command: benchmarks/tuning/levels_quality.py, docs/SERVING.md). Edges get twice as steep; feather the
 # layer mask in GIMP for a softer one.
 LEVELS = (0.25, 0.75)
 # Pillow's reducing_gap for the working-size guide (see _pixels).
@@ -50,7 +50,7 @@ GUIDE_REDUCING_GAP = 1.0
 def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     """Mean over a window of 2r+1 along ``dim``, clipped at the borders, from a running sum.
 
-    The cost per pixel does not depend on ``r``: with a 1/16 radius (session 2's), ``avg_pool2d``'s direct
+    The cost per pixel does not depend on ``r``: with a 1/16 radius, ``avg_pool2d``'s direct
     window sums made the refinement several times slower than the network itself. Each window sum is
     ``c[min(i + r, n - 1)] - c[i - r - 1]`` (nothing to subtract near the start), written as two
     slice copies and one in-place subtraction: no padded copy of the running sum, which on a

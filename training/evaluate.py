@@ -18,24 +18,22 @@ from pathlib import Path
 if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
     sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
+from evaluation.data_options import add_data_options, all_pairs
+from evaluation.pairs import DatasetError
+from evaluation.validation import evaluate_samples, iter_samples, summarize
 from segmenter import checkpoint
 from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.refine import METHODS
-from training.data import DatasetError, Pair, pairs_of_root, read_name_list
-from training.validation import evaluate_samples, iter_samples, summarize
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True, help="dataset root with Images/ and Masks/ (repeatable)")
-    p.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped model)")
-    p.add_argument("--val-list", type=Path, help="evaluate only the names listed in this file")
+    add_data_options(p)
     p.add_argument("--refine", choices=METHODS, default="guided", help="full-resolution upsampling method")
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="flip: average with the mirrored photo, as the served option tta=flip")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-amp", action="store_true", help="fp32 inference (default: bf16 where the CPU has it)")
-    p.add_argument("--limit", type=int, help="evaluate at most N pairs per root (quick checks)")
     p.add_argument("--skip-bad", action="store_true", help="warn about and skip bad pairs instead of failing")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--per-image", type=Path, help="also write per-image rows as JSON lines to this file")
@@ -47,10 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ckpt_path = args.checkpoint or checkpoint.default_weights()
         segmenter = Segmenter.from_checkpoint(ckpt_path, args.device, amp=False if args.no_amp else None)
-        names = read_name_list(args.val_list) if args.val_list else None
-        pairs: list[Pair] = []
-        for root in args.data:
-            pairs += pairs_of_root(root, names, args.limit, args.skip_bad)
+        pairs = all_pairs(args, args.skip_bad)
         if not pairs:
             raise DatasetError("no pairs to evaluate (check --data and --val-list)")
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

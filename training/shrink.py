@@ -33,9 +33,9 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import numpy as np
 from PIL import Image
 
+from evaluation.progress import Progress
 from segmenter.imaging import ImageError, load_image, load_mask
 from training.data import DatasetError, Pair, find_pairs
-from training.progress import Progress
 
 FORMATS = {"jpg": ".jpg", "png": ".png", "webp": ".webp"}
 

@@ -36,6 +36,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from evaluation.metrics import mean_metrics
+from evaluation.progress import Progress
+from evaluation.validation import evaluate_samples
 from segmenter.efficientnet_lite import load_pretrained
 from segmenter.inference import Segmenter, autocast, resolve_device
 from segmenter.model import (
@@ -58,13 +61,10 @@ from training.data import (
     split_pairs,
 )
 from training.losses import make_loss
-from training.metrics import mean_metrics
 from training.options import parse_args, restore_run_args
 from training.preview import save_preview
-from training.progress import Progress
 from training.sampling import WeightedEpochSampler, pair_weights, read_scores
 from training.transfer import carry_weights
-from training.validation import evaluate_samples
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Carry trained weights into a deeper or wider U-Net (``train.py --init`` across architectures).
 
-A CPU-only project grows its model across sessions instead of retraining from scratch.
+A model grows by steps instead of being retrained from scratch each time it gets deeper or wider.
 
 - **Deeper:** the encoder levels and the decoder levels nearest the photo keep what they learned,
   and only the new deepest level starts from random weights. Decoder modules are listed deepest

@@ -1,11 +1,11 @@
-"""benchmarks/canvas_quality.py compares three canvases: each must be the one it names."""
+"""benchmarks/studies/canvas_quality.py compares three canvases: each must be the one it names."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.canvas_quality import BothCut, SquareCanvas, top_landscape
+from benchmarks.studies.canvas_quality import BothCut, SquareCanvas, top_landscape
 from segmenter.inference import Segmenter
 from segmenter.model import UNet
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from benchmarks.photos import figure_mask, jpeg_bytes, synthetic_photo
+from evaluation.metrics import image_metrics
 from segmenter.checkpoint import SHIPPED_WEIGHTS
 from segmenter.preprocess import THRESHOLD
 from tests.conftest import REPO
 from tests.handler.served import as_image, post
-from training.metrics import image_metrics
 from training.ship import MAX_COMMITTED_MB
 
 pytestmark = pytest.mark.serve

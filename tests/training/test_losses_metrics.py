@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from evaluation.metrics import boundary, boundary_f, dice, iou, mean_metrics
 from training.losses import BCEDiceLoss, BCELovaszLoss, DiceLoss, LovaszHingeLoss, make_loss
-from training.metrics import boundary, boundary_f, dice, iou, mean_metrics
 
 
 def test_iou_and_dice_by_hand() -> None:

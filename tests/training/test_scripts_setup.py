@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = sorted([*REPO.glob("training/*.py"), *REPO.glob("benchmarks/*.py")])
+SCRIPTS = sorted([*REPO.glob("training/*.py"), *REPO.glob("benchmarks/**/*.py"), *REPO.glob("evaluation/*.py")])
 COMMANDS = [p for p in SCRIPTS if 'if __name__ == "__main__"' in p.read_text()]
 
 
-# compare_checkouts.py puts *another* checkout first on purpose; gimp_png_driver.py runs inside GIMP's own
-# Python, which has no project install, and loads the plug-in from its folder as GIMP does.
-PATH_EDITS_ON_PURPOSE = {"compare_checkouts.py", "gimp_png_driver.py"}
+# compare_checkouts.py puts *another* checkout first on purpose.
+PATH_EDITS_ON_PURPOSE = {"compare_checkouts.py"}
 
 
 def test_no_script_edits_sys_path() -> None:

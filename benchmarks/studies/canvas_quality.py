@@ -1,13 +1,13 @@
 """Does the inference canvas change the masks? The served canvas against the full square, per hard case.
 
-    python benchmarks/canvas_quality.py --data datasets/eg1800 --data datasets/ccp \
+    python benchmarks/studies/canvas_quality.py --data datasets/eg1800 --data datasets/ccp \
         --val-list training/splits/shared_val.txt --limit 60
 
 ``Segmenter`` runs a portrait photo on a canvas cut to its width (``preprocess.canvas_size``) and a
 landscape on the square. This scores three canvases on the same photos, per image IoU at the photo's
 resolution (threshold 0.5), averaged:
 
-- ``square``: every photo on the full letterboxed square (what served photos got before session 11);
+- ``square``: every photo on the full letterboxed square (the canvas before ``preprocess.canvas_size`` cut portraits);
 - ``served``: what ``Segmenter`` does now;
 - ``both cut``: the black band below a landscape cut as well (measured and not adopted).
 
@@ -31,17 +31,17 @@ import numpy as np
 import torch
 
 from benchmarks.robustness import CASES, Sample
+from evaluation.data_options import add_data_options, read_pairs
+from evaluation.metrics import image_metrics
+from evaluation.progress import Progress
 from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD, canvas_size
-from training.data import pairs_of_root, read_name_list
-from training.metrics import image_metrics
-from training.progress import Progress
 
 
 class SquareCanvas(Segmenter):
-    """Every photo on the full square, as before session 11."""
+    """Every photo on the full square, as before ``preprocess.canvas_size`` cut portraits."""
 
     def _canvas(self, size: tuple[int, int]) -> tuple[int, int]:
         return self.image_size, self.image_size
@@ -68,17 +68,13 @@ def top_landscape(a: Sample, b: Sample) -> Sample:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True)
-    p.add_argument("--val-list", type=Path)
-    p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--limit", type=int, default=60, help="pairs per root (default 60)")
+    add_data_options(p, limit=60)
     args = p.parse_args(argv)
     served = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights(), device="cpu")
     segs = {"square": SquareCanvas(served.model, served.image_size, served.device, served.amp), "served": served,
             "both cut": BothCut(served.model, served.image_size, served.device, served.amp)}
     cases = {**CASES, "top, 352:256": top_landscape}
-    names = read_name_list(args.val_list) if args.val_list else None
-    roots = {Path(root).name: pairs_of_root(root, names, args.limit) for root in args.data}
+    roots = {root.name: pairs for root, pairs in read_pairs(args).items()}
     bar = Progress(sum(len(v) for v in roots.values()) * len(cases), "canvas")
     cut = round(THRESHOLD * 255)
     scores: dict[tuple[str, str, str], list[float]] = {}

@@ -4,7 +4,7 @@ Why it exists: README "Training" says why the project keeps its own 150-line enc
 prints the speed side of that decision. timm is not a project dependency: install it anywhere on the
 path first (``pip install --target /tmp/timm timm`` and ``PYTHONPATH=/tmp/timm``), or the script says so.
 
-    python benchmarks/encoder_speed.py --size 320 --repeats 15
+    python benchmarks/studies/encoder_speed.py --size 320 --repeats 15
 """
 
 from __future__ import annotations

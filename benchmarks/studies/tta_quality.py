@@ -1,10 +1,10 @@
 """Test-time options the server could add, measured: the mirror pass, a second input size, the threshold.
 
-    python benchmarks/tta_quality.py --checkpoint segmenter/weights/person_unet.pt \\
+    python benchmarks/studies/tta_quality.py --checkpoint segmenter/weights/person_unet.pt \\
         --data datasets/eg1800 --val-list training/splits/shared_val.txt --second-size 416
 
 Asks whether post-processing alone can close a gap to a target before more training is spent on it
-(docs/MODEL_CARD.md, session 17). Per data set, mean person IoU of the served mask (guided upsampling, the
+(docs/MODEL_CARD.md). Per data set, mean person IoU of the served mask (guided upsampling, the
 server's code) for: the input size alone, with the mirror pass (``tta=flip``), the mean of the low-resolution
 maps at the input size and at ``--second-size``, and both; and, for the input size with and without the
 mirror pass, at each ``--thresholds`` value of the served mask (0.5 is what every other figure uses).
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.data_options import add_data_options, read_pairs
+from evaluation.metrics import iou
+from evaluation.progress import Progress
+from evaluation.validation import iter_samples
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
 from segmenter.refine import upsample
-from training.data import find_pairs, read_name_list
-from training.metrics import iou
-from training.progress import Progress
-from training.validation import iter_samples
 
 
 def variants(base: Segmenter, second: Segmenter, image) -> dict[str, torch.Tensor]:
@@ -61,9 +61,7 @@ def score(base: Segmenter, second: Segmenter, samples: list, thresholds: Sequenc
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped weights")
-    p.add_argument("--data", action="append", required=True, help="dataset root (repeatable; scored apart)")
-    p.add_argument("--val-list", type=Path, required=True)
+    add_data_options(p, val_list_required=True)
     p.add_argument("--second-size", type=int, default=416, help="the other input size averaged in (px)")
     p.add_argument("--thresholds", default="0.45,0.5,0.55,0.6", help="served-mask thresholds to try")
     p.add_argument("--threads", type=int, default=2)
@@ -74,9 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     second = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
     second.image_size = args.second_size
     thresholds = [float(x) for x in args.thresholds.split(",")]
-    names = read_name_list(args.val_list)
-    for root in args.data:
-        samples = list(iter_samples([pair for pair in find_pairs([root]) if pair.name in names]))
+    for root, pairs in read_pairs(args).items():
+        samples = list(iter_samples(pairs))
         print(f"{root}: {len(samples)} pairs, input {base.image_size} px, second size {args.second_size} px")
         for name, value in score(base, second, samples, thresholds).items():
             print(f"  {name:<28} IoU {value:.4f}")

@@ -1,6 +1,6 @@
 """Would a guided-filter window that widens over plain backgrounds get both edges? An experiment, not served code.
 
-    python benchmarks/adaptive_window.py --data datasets/eg1800 --data datasets/ccp \\
+    python benchmarks/studies/adaptive_window.py --data datasets/eg1800 --data datasets/ccp \\
         --val-list training/splits/shared_val.txt --limit 100
 
 segmenter/refine.py uses a narrow window (1/64 of the working size): best on real photos, where a wide one
@@ -9,7 +9,7 @@ the person's and the wide 1/16 window finds it (docs/SERVING.md, "Edge refinemen
 coefficients and blends them per pixel by how plain the *background* is in the wide window: the variance of
 the guide's colours over the pixels the network calls background (weights ``1 - p``, or ``p < q`` with
 ``--q``), turned into a weight ``exp(-variance / tau)`` for the wide window. Each validation photo is scored
-as it is and put onto pure green through its softened true mask (as benchmarks/matting_quality.py does):
+as it is and put onto pure green through its softened true mask (as benchmarks/tuning/matting_quality.py does):
 IoU and boundary F on the real photo, IoU and the soft mask's mean error in the edge band on the green one.
 """
 
@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.matting_quality import blend, edge_band, pairs, soft_matte
+from benchmarks.tuning.matting_quality import blend, edge_band, soft_matte
+from evaluation.data_options import SHARED, add_data_options, all_pairs
+from evaluation.metrics import image_metrics
 from segmenter import imaging, refine
 from segmenter.inference import Segmenter
-from training.metrics import image_metrics
 
 GREEN = (0, 255, 0)
-WIDE = 1 / 16  # the window the served path used before session 15
+WIDE = 1 / 16  # the wide window of the sweep in segmenter/refine.py's RADIUS_FRACTION comment
 
 
 def background_variance(prob: torch.Tensor, image: Image.Image, q: float | None,
@@ -64,10 +65,7 @@ def mix(narrow: torch.Tensor, wide: torch.Tensor, variance: torch.Tensor, tau: f
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
-    p.add_argument("--data", type=Path, action="append", required=True, help="dataset root (repeatable)")
-    p.add_argument("--val-list", type=Path, required=True)
-    p.add_argument("--limit", type=int, default=100, help="pairs, shared out evenly between the roots")
+    add_data_options(p, val_list_required=True, limit=100, limit_mode=SHARED)
     p.add_argument("--taus", default="1e-3,3e-3,1e-2")
     p.add_argument("--qs", default="soft,0.02,0.05", help="background weights: soft (1 - p) or p < q")
     p.add_argument("--threads", type=int, default=2)
@@ -80,11 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"adaptive q={'soft' if q is None else f'{q:g}'} tau={tau:g}" for q, tau in itertools.product(qs, taus)]
     scores: dict[str, dict[str, list[float]]] = {k: {"real IoU": [], "real BF": [], "green IoU": [],
                                                      "green edge error": []} for k in names}
-    found = pairs(args.data, args.val_list, args.limit)
+    found = all_pairs(args)
     start = time.monotonic()
-    for photo_path, mask_path in found:
-        person = np.asarray(imaging.load_image(photo_path))
-        truth = np.asarray(imaging.load_mask(mask_path))
+    for pair in found:
+        person = np.asarray(imaging.load_image(pair.image))
+        truth = np.asarray(imaging.load_mask(pair.mask))
         alpha, band, t = soft_matte(truth), edge_band(truth), torch.from_numpy(truth)
         real, green = Image.fromarray(person), Image.fromarray(blend(person, alpha, GREEN))
         with torch.inference_mode():

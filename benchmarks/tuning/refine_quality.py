@@ -1,10 +1,10 @@
 """Guided (edge-aware) vs bilinear upsampling of the mask: boundary F-score at full resolution.
 
-    python benchmarks/refine_quality.py --checkpoint runs/ship-v1/best.pt \\
+    python benchmarks/tuning/refine_quality.py --checkpoint runs/ship-v1/best.pt \\
         --data datasets/ccp --data datasets/eg1800 --data datasets/vikram \\
         --val-list training/splits/shared_val.txt
 
-The comparison runs ``training.validation.evaluate_samples`` — exactly what ``evaluate.py --refine
+The comparison runs ``evaluation.validation.evaluate_samples`` — exactly what ``evaluate.py --refine
 guided|bilinear`` runs, i.e. the served path — once per method on the same decoded validation
 samples, and reports mean IoU and boundary F per method and dataset plus the paired per-image
 difference (guided - bilinear): its mean, a bootstrap 95% interval and how often guided wins.
@@ -30,13 +30,13 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import numpy as np
 import torch
 
+from evaluation.data_options import SPREAD, add_data_options, all_pairs
+from evaluation.metrics import image_metrics
+from evaluation.progress import Progress
+from evaluation.validation import evaluate_samples, iter_samples, summarize
 from segmenter import refine
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import find_pairs, read_name_list
-from training.metrics import image_metrics
-from training.progress import Progress
-from training.validation import evaluate_samples, iter_samples, summarize
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0, rounds: int = 2000) -> dict:
@@ -85,10 +85,7 @@ def sweep(segmenter: Segmenter, samples: list, work_sizes: list[int], radii: lis
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--data", action="append", required=True, help="dataset root (repeatable)")
-    p.add_argument("--val-list", type=Path, required=True)
-    p.add_argument("--limit", type=int, help="at most N pairs, evenly spaced over the split (quick look)")
+    add_data_options(p, val_list_required=True, limit_mode=SPREAD, checkpoint_required=True)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sweep", action="store_true", help="also try other guided-filter constants")
     p.add_argument("--work-sizes", default="384,512,768")
@@ -104,10 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
-    names = read_name_list(args.val_list)
-    pairs = [pair for pair in find_pairs(args.data) if pair.name in names]
-    if args.limit and args.limit < len(pairs):
-        pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, args.limit).round().astype(int)]
+    pairs = all_pairs(args)
     print(f"refine_quality: {args.checkpoint}, {len(pairs)} validation pairs, refine constants "
           f"WORK_SIZE={refine.WORK_SIZE} RADIUS_FRACTION={refine.RADIUS_FRACTION:g} EPS={refine.EPS:g} "
           f"GUIDE={refine.GUIDE}",

@@ -1,6 +1,6 @@
 """Matte levels: how much of the old background shows through, per setting of ``refine.LEVELS``.
 
-    python benchmarks/levels_quality.py --checkpoint segmenter/weights/person_unet.pt \\
+    python benchmarks/tuning/levels_quality.py --checkpoint segmenter/weights/person_unet.pt \\
         --data datasets/eg1800 --data datasets/ccp --val-list training/splits/shared_val.txt
 
 IoU and boundary F threshold the mask at 0.5, so they cannot see a soft mask's haze: a
@@ -28,14 +28,14 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import numpy as np
 import torch
 
+from evaluation.data_options import add_data_options, read_pairs
+from evaluation.metrics import image_metrics
+from evaluation.progress import Progress
+from evaluation.validation import iter_samples
 from segmenter import refine
 from segmenter.imaging import encode_png
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import find_pairs, read_name_list
-from training.evaluate import iter_samples
-from training.metrics import image_metrics
-from training.progress import Progress
 
 HAZE_LEVEL = 8
 COLUMNS = ("mae", "haze", "soft", "png", "iou", "boundary_f")
@@ -58,23 +58,18 @@ def parse_levels(text: str) -> list[tuple[float, float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
-    p.add_argument("--data", action="append", required=True, help="dataset root (repeatable)")
-    p.add_argument("--val-list", type=Path, required=True)
+    add_data_options(p, val_list_required=True)
     p.add_argument("--lows", default="0,0.05,0.1,0.15,0.2,0.25,0.3",
                    help="lower levels to try, each with upper = 1 - lower (default includes the shipped one)")
-    p.add_argument("--limit", type=int, help="at most N pairs per data set (quick look)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
-    names = read_name_list(args.val_list)
     settings = parse_levels(args.lows)
     print(f"levels_quality: shipped LEVELS={refine.LEVELS}", file=sys.stderr)
     print(f"| data | levels | pairs | MAE | haze | soft | PNG B/px | IoU | BF |\n|{' --- |' * 9}")
-    for root in args.data:
-        pairs = [pair for pair in find_pairs([root]) if pair.name in names][: args.limit]
+    for root, pairs in read_pairs(args).items():
         rows: dict[tuple[float, float], list[dict[str, float]]] = {s: [] for s in settings}
         bar = Progress(len(pairs), Path(root).name)
         for _, image, truth in iter_samples(pairs):

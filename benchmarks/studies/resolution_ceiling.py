@@ -1,6 +1,6 @@
 """How much IoU the model's input size alone costs: the truth itself, shrunk and grown back.
 
-    python benchmarks/resolution_ceiling.py --data datasets/eg1800 --data datasets/ccp \\
+    python benchmarks/studies/resolution_ceiling.py --data datasets/eg1800 --data datasets/ccp \\
         --val-list training/splits/shared_val.txt --sizes 192,256,320
 
 Each truth mask is box-averaged to the size the photo has inside the model's letterboxed input
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evaluation.data_options import add_data_options, read_pairs
+from evaluation.metrics import iou
 from segmenter.imaging import load_mask
 from segmenter.preprocess import THRESHOLD, letterbox_size
-from training.data import pairs_of_root, read_name_list
-from training.metrics import iou
 
 
 def ceiling_iou(truth: np.ndarray, image_size: int) -> float:
@@ -41,18 +41,15 @@ def ceiling_iou(truth: np.ndarray, image_size: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True, help="dataset root with Images/ and Masks/")
-    p.add_argument("--val-list", type=Path, help="only the names in this file")
+    add_data_options(p, checkpoint=False)
     p.add_argument("--sizes", default="192,256,320", help="model input sides to try, comma-separated")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    names = read_name_list(args.val_list) if args.val_list else None
     print(f"{'dataset':<32} {'pairs':>5} " + " ".join(f"{f'IoU@{s}':>8}" for s in sizes))
-    for root in args.data:
-        pairs = pairs_of_root(root, names)
+    for root, pairs in read_pairs(args).items():
         truths = [load_mask(q.mask) for q in pairs]
         figures = [np.mean([ceiling_iou(t, s) for t in truths]) for s in sizes]
-        print(f"{root:<32} {len(pairs):>5} " + " ".join(f"{f:>8.4f}" for f in figures))
+        print(f"{str(root):<32} {len(pairs):>5} " + " ".join(f"{f:>8.4f}" for f in figures))
     return 0
 
 

@@ -13,12 +13,12 @@ from itertools import islice
 import torch
 from PIL import Image
 
+from evaluation.metrics import image_metrics, mean_metrics
+from evaluation.pairs import Pair
+from evaluation.progress import Progress
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
-from training.data import Pair
-from training.metrics import image_metrics, mean_metrics
-from training.progress import Progress
 
 
 def evaluate_samples(segmenter: Segmenter, samples: Iterable[tuple[Pair, Image.Image, torch.Tensor]],

@@ -1,6 +1,6 @@
 """Edge-band colour error of served composites, with the edge stage (segmenter/matting.py) on and off.
 
-    python benchmarks/matting_quality.py --data datasets/eg1800 --data datasets/ccp \\
+    python benchmarks/tuning/matting_quality.py --data datasets/eg1800 --data datasets/ccp \\
         --val-list training/splits/shared_val.txt --limit 24 [--crops docs/images]
 
 The truth is known only where we make it: each validation photo's person is put onto background A
@@ -10,7 +10,7 @@ the ideal answer is the same person through the same matte directly on B. The er
 RGB difference (0-255) in the **edge band**, the pixels within ``band`` of the true outline, where a
 fringe of A shows. Four rows: the model's mask and the true matte itself handed to ``render`` as the mask
 (what the stage does given a perfect segmentation), each with the stage on and off. 'off' on the model's
-mask is the plain blend; the issue's target is 'on' <= 0.8 x that.
+mask is the plain blend; the stage earns its cost when 'on' is at most 0.8 x that.
 
 Every answer goes through ``handler.person_handler.render`` with the model's mask from
 ``Segmenter.predict_lowres`` + ``refine.upsample``, the handler's own steps, so the figures are what is
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from benchmarks.photos import synthetic_photo
+from evaluation.data_options import SHARED, add_data_options, all_pairs
 from handler.person_handler import render
 from handler.request import Job, Options
 from segmenter import imaging, matting
@@ -49,19 +50,6 @@ from segmenter.refine import upsample
 # photo's diagonal: about 1.5 and 6 pixels on the 0.45-MP validation photos.
 SOFTEN_FRACTION = 0.0015
 SCORE_BAND_FRACTION = 0.006
-
-
-def pairs(roots: list[Path], val_list: Path, limit: int) -> list[tuple[Path, Path]]:
-    """Up to ``limit`` validation (photo, truth) pairs, shared out evenly between the roots."""
-    names = [n.strip() for n in val_list.read_text().splitlines() if n.strip() and not n.startswith("#")]
-    per_root = [[(img, root / "Masks" / f"{n}.png") for n in names
-                 for img in sorted((root / "Images").glob(f"{n}.*"))] for root in roots]
-    out: list[tuple[Path, Path]] = []
-    while len(out) < limit and any(per_root):
-        for found in per_root:
-            if found and len(out) < limit:
-                out.append(found.pop(0))
-    return out
 
 
 def soft_matte(truth: np.ndarray) -> np.ndarray:
@@ -174,12 +162,9 @@ def speed(megapixels: list[float], seg: Segmenter, repeats: int = 5) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Measure every selected photo, print the per-photo lines (stderr) and the table (stdout)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, action="append", required=True, help="a root with Images/ and Masks/")
-    p.add_argument("--val-list", type=Path, required=True)
-    p.add_argument("--limit", type=int, default=24, help="photos in all, shared between the roots")
+    add_data_options(p, val_list_required=True, limit=24, limit_mode=SHARED)
     p.add_argument("--from", dest="source", type=imaging.parse_color, default=imaging.parse_color("#00b140"))
     p.add_argument("--to", dest="target", type=imaging.parse_color, default=imaging.parse_color("#ffffff"))
-    p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--crops", type=Path, default=None, help="folder for the before/after crop")
     p.add_argument("--crop-size", type=int, default=160)
     p.add_argument("--speed", type=float, nargs="*", default=[], help="also time the stage at these megapixels")
@@ -187,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     seg = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
     rows = []
-    for photo, mask in pairs(args.data, args.val_list, args.limit):
-        row = measure(seg, photo, mask, args)
+    for pair in all_pairs(args):
+        row = measure(seg, pair.image, pair.mask, args)
         rows.append(row)
         print(f"  {row['name']}: model off {row['model_off']:.2f} on {row['model_on']:.2f} | "
               f"truth off {row['truth_off']:.2f} on {row['truth_on']:.2f} | "

@@ -1,0 +1,1 @@
+"""One-off studies, each of which set one constant; README.md lists the question, answer and figures."""

@@ -1,0 +1,92 @@
+"""The data options every scoring script shares, and the one loop that reads their pairs.
+
+``--data`` (repeatable), ``--val-list``, ``--limit`` and ``--checkpoint`` mean the same in
+training/evaluate.py and in every benchmark: declared here once, read here once, so two scripts
+given the same options score the same photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.pairs import Pair, pairs_of_root, read_name_list
+
+PER_ROOT = "per root"
+SHARED = "shared"
+SPREAD = "spread"
+_LIMIT_HELP = {
+    PER_ROOT: "at most N pairs per root",
+    SHARED: "at most N pairs in all, shared out evenly between the roots",
+    SPREAD: "at most N pairs in all, evenly spaced over the split",
+}
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above zero, so `--limit 0` is an error and not 'no limit'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not above zero")
+    return value
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, val_list_required: bool = False,
+                     limit: int | None = None, limit_mode: str = PER_ROOT, checkpoint: bool = True,
+                     checkpoint_required: bool = False) -> None:
+    """Declare --data, --val-list, --limit (counted as ``limit_mode`` says) and, unless told not to, --checkpoint."""
+    parser.add_argument("--data", action="append", type=Path, required=True,
+                        help="dataset root with Images/ and Masks/ (repeatable; scored root by root)")
+    parser.add_argument("--val-list", type=Path, required=val_list_required,
+                        help="only the base names listed in this file (the fixed validation split)"
+                             + ("" if val_list_required else "; default: every pair"))
+    default = "" if limit is None else f" (default {limit})"
+    parser.add_argument("--limit", type=positive_int, default=limit, help=_LIMIT_HELP[limit_mode] + default)
+    parser.set_defaults(limit_mode=limit_mode)
+    if checkpoint:
+        parser.add_argument("--checkpoint", type=Path, required=checkpoint_required,
+                            help="model checkpoint" + ("" if checkpoint_required else " (default: the shipped model)"))
+
+
+def read_pairs(args: argparse.Namespace, skip_bad: bool = False) -> dict[Path, list[Pair]]:
+    """The selected pairs root by root, in --data's order, each root's in name order."""
+    names = read_name_list(args.val_list) if args.val_list else None
+    mode = getattr(args, "limit_mode", PER_ROOT)
+    roots = {Path(root): pairs_of_root(root, names, args.limit if mode == PER_ROOT else None, skip_bad)
+             for root in args.data}
+    if args.limit and mode == SHARED:
+        return _share_out(roots, args.limit)
+    if args.limit and mode == SPREAD:
+        return _spread(roots, args.limit)
+    return roots
+
+
+def all_pairs(args: argparse.Namespace, skip_bad: bool = False) -> list[Pair]:
+    """read_pairs' pairs as one list, root after root."""
+    return [pair for pairs in read_pairs(args, skip_bad).values() for pair in pairs]
+
+
+def _share_out(roots: dict[Path, list[Pair]], limit: int) -> dict[Path, list[Pair]]:
+    """Take from each root in turn until ``limit``, so a large root does not crowd out a small one."""
+    queues = {root: list(pairs) for root, pairs in roots.items()}
+    out: dict[Path, list[Pair]] = {root: [] for root in roots}
+    taken = 0
+    while taken < limit and any(queues.values()):
+        for root, queue in queues.items():
+            if queue and taken < limit:
+                out[root].append(queue.pop(0))
+                taken += 1
+    return out
+
+
+def _spread(roots: dict[Path, list[Pair]], limit: int) -> dict[Path, list[Pair]]:
+    """``limit`` pairs evenly spaced over all roots' pairs in order: a quick look that still spans the split."""
+    flat = [pair for pairs in roots.values() for pair in pairs]
+    if limit >= len(flat):
+        return roots
+    keep = {id(flat[i]) for i in np.linspace(0, len(flat) - 1, limit).round().astype(int)}
+    return {root: [p for p in pairs if id(p) in keep] for root, pairs in roots.items()}
