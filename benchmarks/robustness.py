@@ -8,7 +8,13 @@ from the validation pairs, deterministically, with their truth masks built the s
 - ``cut by frame``: the left 55% of the photo (the person cut by the frame's edge);
 - ``group of two``: the photo side by side with the next pair's photo, scaled to one height;
 - ``small, far``: the next pair's person pasted at 40% of the height onto this photo, bottom
-  right (a far person beside a near one; the truth is both people).
+  right (a far person beside a near one; the truth is both people);
+- ``small group``: 3-6 people cut from other pairs, each 8-30% of the frame's height, on a part of this
+  photo that its mask marks as background (``training/scenes.py``, the definition training draws from);
+- ``people behind``: the same kind of small people behind this photo's own person.
+
+The scene cases are drawn with a seed per photo, so every run and every model sees the same scenes.
+A background is only as person-free as its mask says: a street photo may hold unlabelled passers-by.
 
 Both models are scored per image (person IoU and boundary F at the built image's resolution,
 threshold 0.5) and averaged. MediaPipe runs in its own venv (``make mediapipe-venv``).
@@ -41,6 +47,7 @@ from segmenter import checkpoint
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import TTA_MODES, Segmenter
 from segmenter.preprocess import THRESHOLD
+from training import scenes
 
 Sample = tuple[Image.Image, np.ndarray]  # RGB photo, bool truth mask of the same size
 
@@ -81,11 +88,44 @@ def small_far(a: Sample, b: Sample) -> Sample:
     return out, merged
 
 
-CASES: dict[str, Callable[[Sample, Sample], Sample]] = {
-    "as is": lambda a, b: a,
-    "cut by frame": cut_by_frame,
-    "group of two": group_of_two,
-    "small, far": small_far,
+def _scene_people(samples: Sequence[Sample], i: int, rng: np.random.Generator) -> list[scenes.Scene]:
+    return scenes.draw_people([(np.asarray(img), t) for img, t in samples], rng, exclude=i)
+
+
+def small_group(samples: Sequence[Sample], i: int) -> Sample:
+    """Small people on a person-free part of photo ``i`` (or of the next photo that has one)."""
+    rng = np.random.default_rng(1000 + i)
+    for k in range(len(samples)):
+        image, truth = samples[(i + k) % len(samples)]
+        background = scenes.background_crop(np.asarray(image), truth, rng)
+        if background is not None:
+            break
+    else:
+        return samples[i]
+    photo, mask = scenes.group_scene(background, _scene_people(samples, i, rng), rng)
+    return Image.fromarray(photo), mask
+
+
+def people_behind(samples: Sequence[Sample], i: int) -> Sample:
+    """Small people behind photo ``i``'s own person."""
+    rng = np.random.default_rng(2000 + i)
+    image, truth = samples[i]
+    photo, mask = scenes.people_behind((np.asarray(image), truth), _scene_people(samples, i, rng), rng)
+    return Image.fromarray(photo), mask
+
+
+def _pair_case(build: Callable[[Sample, Sample], Sample]) -> Callable[[Sequence[Sample], int], Sample]:
+    """A case built from photo ``i`` and the next one."""
+    return lambda samples, i: build(samples[i], samples[(i + 1) % len(samples)])
+
+
+CASES: dict[str, Callable[[Sequence[Sample], int], Sample]] = {
+    "as is": lambda samples, i: samples[i],
+    "cut by frame": _pair_case(cut_by_frame),
+    "group of two": _pair_case(group_of_two),
+    "small, far": _pair_case(small_far),
+    "small group": small_group,
+    "people behind": people_behind,
 }
 
 
@@ -108,10 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for root, pairs in roots.items():
             samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
-            for i, a in enumerate(samples):
-                b = samples[(i + 1) % len(samples)]
+            for i in range(len(samples)):
                 for case, build in CASES.items():
-                    image, truth = build(a, b)
+                    image, truth = build(samples, i)
                     path = Path(tmp) / "case.png"
                     image.save(path)
                     t = torch.from_numpy(truth)

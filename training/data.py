@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from evaluation.pairs import DatasetError, Pair, find_pairs, read_name_list
 from segmenter.imaging import load_image, load_mask
 from segmenter.preprocess import MEAN, STD
+from training import scenes
 
 
 def split_pairs(pairs: Sequence[Pair], val_names: set[str] | None = None,
@@ -118,12 +119,15 @@ class SegmentationDataset(Dataset):
     With probability ``paste_prob`` a sample gets the person of another random pair pasted
     onto it (see ``paste``). Before scaling, a photo is put side by side with another pair's with
     probability ``side_prob`` and then cut to a random rectangle with probability ``crop_prob``
-    (see ``side_by_side`` and ``frame_crop``).
+    (see ``side_by_side`` and ``frame_crop``). With probability ``group_prob`` it becomes a scene of
+    several small people instead (``training/scenes.py``): on a person-free part of its own photo, or
+    behind its own person, half of the time each.
     """
 
     def __init__(self, pairs: Sequence[Pair], image_size: int, paste_prob: float = 0.0,
-                 crop_prob: float = 0.0, side_prob: float = 0.0) -> None:
+                 crop_prob: float = 0.0, side_prob: float = 0.0, group_prob: float = 0.0) -> None:
         self.pairs = list(pairs)
+        self.group_prob = group_prob
         self.crop_prob = crop_prob
         self.side_prob = side_prob
         self.geometric = geometric_transforms(image_size)
@@ -156,9 +160,30 @@ class SegmentationDataset(Dataset):
             sample = frame_crop(*sample)
         return sample
 
+    def group(self, sample: Sample, index: int) -> Sample:
+        """A scene of several small people built around this sample (see ``training/scenes.py``)."""
+        rng = np.random.default_rng(int(torch.randint(2**62, ())))
+        n = int(rng.integers(scenes.PEOPLE[0], scenes.PEOPLE[1] + 1))
+        people = []
+        for _ in range(n):
+            img, m = self.load(self._other(index))
+            cut = scenes.cut_out(img.permute(1, 2, 0).numpy(), m[0].numpy() > 0)
+            if cut is not None:
+                people.append(cut)
+        image, mask = sample[0].permute(1, 2, 0).numpy(), sample[1][0].numpy() > 0
+        background = scenes.background_crop(image, mask, rng) if rng.random() < 0.5 else None
+        if background is not None:
+            image, mask = scenes.group_scene(background, people, rng)
+        else:
+            image, mask = scenes.people_behind((image, mask), people, rng)
+        return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+                tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8))[None]))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.load(index)
-        if self.paste_prob and len(self.pairs) > 1 and torch.rand(()) < self.paste_prob:
+        if self.group_prob and len(self.pairs) > 1 and torch.rand(()) < self.group_prob:
+            img, mask = self.geometric(*self.group(sample, index))
+        elif self.paste_prob and len(self.pairs) > 1 and torch.rand(()) < self.paste_prob:
             other = self._other(index)
             img, mask = paste(self.geometric(*self.layout(self.load(other), other)), self.fill(*sample))
         else:

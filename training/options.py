@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=sorted(LOSSES), default="dice")
     p.add_argument("--paste-prob", type=float, default=0.3,
                    help="probability of pasting another pair's person into a sample (groups, new backgrounds)")
+    p.add_argument("--group-prob", type=float, default=0.0,
+                   help="probability of turning a sample into a scene of several small people, on a person-free "
+                        "background or behind its own person (training/scenes.py)")
     p.add_argument("--crop-prob", type=float, default=0.3,
                    help="probability of cutting a sample to a random rectangle first (people cut by the frame, "
                    "odd aspect ratios)")

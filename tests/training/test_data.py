@@ -162,3 +162,26 @@ def test_dataset_with_crop_and_side_by_side(tiny_dataset: Path) -> None:
         img, mask = ds[i]
         assert img.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_group_scene_keeps_every_person_labelled(tiny_dataset: Path, seed: int) -> None:
+    """A group scene before scaling: its own person kept or a person-free background, pasted people labelled."""
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, group_prob=1.0)
+    torch.manual_seed(seed)
+    own = ds.load(5)
+    image, mask = ds.group(own, 5)
+    assert image.shape[1:] == mask.shape[1:] and mask.dtype == torch.uint8
+    assert mask.sum() > 0
+    # The tiny set's people are bright ellipses on a dark background: bright pixels are the labelled ones.
+    bright = image.float().mean(0) > 120
+    agree = (bright == (mask[0] > 0)).float().mean()
+    assert agree > 0.95
+
+
+def test_dataset_with_groups(tiny_dataset: Path) -> None:
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, group_prob=1.0)
+    torch.manual_seed(0)
+    img, mask = ds[2]
+    assert img.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
