@@ -25,11 +25,14 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 
 from handler.contract import MODEL_NAME
 from segmenter import checkpoint
+from training.ship import check_version, version_of
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER_ENTRY = REPO / "handler" / "person_handler.py"
 PACKAGES = ("segmenter", "handler")
 WEIGHTS_NAME = "weights.pt"
+# The archive's version when neither --version nor the checkpoint's provenance names one (a training run).
+FALLBACK_VERSION = "1.0"
 # Not needed inside a worker: weights travel as weights.pt; the client and the server control run outside.
 ARCHIVE_EXCLUDES = ("__pycache__", "*.pyc", "weights", "client.py", "serve")
 
@@ -54,10 +57,17 @@ def _copy_package(name: str, dst: Path) -> None:
 
 
 def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO / "model_store",
-                   name: str = MODEL_NAME, version: str = "1.0",
+                   name: str = MODEL_NAME, version: str | None = None,
                    settings: dict | None = None) -> Path:
-    """Build ``<model_store>/<name>.mar``; returns its path. Raises with a clear message on failure."""
+    """Build ``<model_store>/<name>.mar``; returns its path. Raises with a clear message on failure.
+
+    Without ``version`` the archive takes the version ``ship.py --version`` recorded in the checkpoint,
+    so TorchServe's model list names the model the weights are (docs/MODEL_CARD.md).
+    """
+    if version is not None:
+        check_version(version)
     ckpt = checkpoint.load(checkpoint_path)
+    version = version or version_of(ckpt) or FALLBACK_VERSION
     model_store = Path(model_store).resolve()
     model_store.mkdir(parents=True, exist_ok=True)
     cfg = dict(DEFAULT_MODEL_CONFIG, **(settings or {}))
@@ -98,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, help="checkpoint to export (default: the shipped weights)")
     p.add_argument("--model-store", type=Path, default=REPO / "model_store")
     p.add_argument("--name", default=MODEL_NAME, help="model name (the .mar file's base name)")
-    p.add_argument("--version", default="1.0")
+    p.add_argument("--version", help="the archive's version (default: the one ship.py --version recorded in "
+                   f"the checkpoint, else {FALLBACK_VERSION})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_MODEL_CONFIG["batchSize"])
     p.add_argument("--max-batch-delay", type=int, default=DEFAULT_MODEL_CONFIG["maxBatchDelay"], help="ms")
     p.add_argument("--workers", type=int, default=DEFAULT_MODEL_CONFIG["minWorkers"])

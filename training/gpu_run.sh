@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# One fine-tuning run on a borrowed GPU machine, sized to its limits: a command ends within 10 minutes, and
-# only a few files of at most 16 MiB each come back from $OUT. So training stops itself (SIGTERM, which
-# train.py turns into a clean save) after TRAIN_S seconds, the run folder stays on the machine, and only the
-# log, the per-epoch metrics and the best weights in float16 (11.5 MB for the shipped Lite1 U-Net) come back.
+# One fine-tuning run on a GPU machine that is lent for a short time and sends back only a few small files
+# from $OUT. So training stops itself (SIGTERM, which train.py turns into a clean save) after TRAIN_S seconds,
+# the run folder stays on the machine, and only the log, the per-epoch metrics and the best weights in
+# float16 (11.5 MB for the shipped Lite1 U-Net) come back (docs/TRAINING.md, "On a GPU").
 #
 # Data: `make gpu-data DATASETS=/path/to/datasets` first (a WebP copy at long side 384, ~33 MB, small
 # enough to travel with the working tree), then on the GPU machine, from the repository root:
 #     OUT=/some/folder bash training/gpu_run.sh
 # Settings by environment: TRAIN_S (default 420); EPOCHS (30, the cosine schedule's length: if the time limit
 # comes first, best.pt is the best epoch so far, at a rate not yet decayed); LR, BATCH, WORKERS, SEED;
-# SIZE (384: the shipped model's input and the data copy's long side);
+# SIZE (384: the training size of the shipped model's last runs and the data copy's long side; the model is
+# served at 352, which ship.py --image-size sets);
 # MODEL (architecture options; by default the INIT weights' own, or train.py's default encoder without INIT);
 # INIT (starting weights, by default the shipped model; INIT= empty starts from the encoder's ImageNet weights);
-# VAL (the validation options); EXTRA (more train.py options); PY (python3). Evaluate the weights here
+# SERVE_SIZE (352: the input size gpu.pt is served at); VAL (the validation options); EXTRA (more train.py options); PY (python3). Evaluate the weights here
 # afterwards, at full resolution: python benchmarks/quality.py ... --checkpoint gpu.pt
 set -euo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
@@ -35,4 +36,4 @@ timeout -s TERM -k 60 "${TRAIN_S:-420}" "$PY" training/train.py \
     --ema 0.999 --image-size "${SIZE:-384}" --amp --paste-prob 0.3 --crop-prob 0.3 --side-prob 0.1 --workers "${WORKERS:-14}" \
     --seed "${SEED:-10}" --preview-count 2 --out "$RUN" --no-export ${EXTRA:-} 2>&1 | tee "$OUT/train.log" || true
 cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl"
-"$PY" training/ship.py "$RUN/best.pt" --half --to "$OUT/gpu.pt"
+"$PY" training/ship.py "$RUN/best.pt" --half --image-size "${SERVE_SIZE:-352}" --to "$OUT/gpu.pt"

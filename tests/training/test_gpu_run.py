@@ -36,7 +36,9 @@ def test_brings_back_log_metrics_and_half_weights(tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} >= {"train.log", "metrics.jsonl", "gpu.pt"}
     assert "epoch 1/1: loss" in (out / "train.log").read_text()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    weights = torch.load(out / "gpu.pt", weights_only=True)["model"]
+    shipped = torch.load(out / "gpu.pt", weights_only=True)
+    assert shipped["config"]["image_size"] == 352  # served at the shipped model's input, whatever it trained at
+    weights = shipped["model"]
     assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
 
 
