@@ -54,7 +54,7 @@ def _box_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     window sums made the refinement several times slower than the network itself. Each window sum is
     ``c[min(i + r, n - 1)] - c[i - r - 1]`` (nothing to subtract near the start), written as two
     slice copies and one in-place subtraction: no padded copy of the running sum, which on a
-    2-core VM cost as much as the sum itself. float32 is enough at the working size (sums of
+    2-core machine cost as much as the sum itself. float32 is enough at the working size (sums of
     <= 1,000 values in [0, 1]: error ~1e-6 against the filter's eps of 1e-3).
     """
     n = x.shape[dim]

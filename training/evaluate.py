@@ -58,15 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["checkpoint"] = str(ckpt_path)
     if args.per_image:
         args.per_image.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{'dataset':<40} {'pairs':>6} {'IoU':>7} {'Dice':>7} {'BF':>7}")
-        for root, m in summary["per_dataset"].items():
-            print(f"{root:<40} {m['count']:>6} {m['iou']:>7.4f} {m['dice']:>7.4f} {m['boundary_f']:>7.4f}")
-        print(f"{'overall':<40} {summary['count']:>6} {summary['mean_iou']:>7.4f} {summary['mean_dice']:>7.4f} "
-              f"{summary['mean_boundary_f']:>7.4f}")
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
     return 0
+
+
+def table(summary: dict) -> str:
+    """One row per data set and one overall, the figures docs/MODEL_CARD.md quotes."""
+    rows = [(root, m["count"], m["iou"], m["dice"], m["boundary_f"]) for root, m in summary["per_dataset"].items()]
+    rows.append(("overall", summary["count"], summary["mean_iou"], summary["mean_dice"], summary["mean_boundary_f"]))
+    head = f"{'dataset':<40} {'pairs':>6} {'IoU':>7} {'Dice':>7} {'BF':>7}"
+    return "\n".join([head] + [f"{r:<40} {n:>6} {i:>7.4f} {d:>7.4f} {b:>7.4f}" for r, n, i, d, b in rows])
 
 
 if __name__ == "__main__":
