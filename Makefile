@@ -9,7 +9,7 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench gpu-data
+.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench gpu-data train-shipped
 
 setup: $(STAMP)
 
@@ -71,9 +71,16 @@ robustness: setup mediapipe-venv
 	$(PY) benchmarks/robustness.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --limit 60
 
-# A WebP copy of the shared data sets at the shipped model's input size (GPU_SIZE, long side; ~33 MB at 384)
-# that can travel with the working tree to a borrowed GPU machine, for training/gpu_run.sh (docs/MODEL_CARD.md,
-# "A GPU run, prepared"). gpu_data/ is not committed.
+# The shipped model's whole recipe, person-segmenter 1.0.0 from ImageNet weights (about 8 h on 2 CPU cores;
+# docs/TRAINING.md): DATASETS holds ccp/, eg1800/ and vikram/; runs go to TRAIN_WORK.
+TRAIN_WORK ?= runs/shipped
+train-shipped: setup
+	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp -a -d $(DATASETS)/vikram || { echo "make train-shipped: no $(DATASETS)/{eg1800,ccp,vikram}; run make train-shipped DATASETS=/path/to/datasets"; exit 2; }
+	$(PY) training/recipes/shipped.py --datasets $(DATASETS) --work $(TRAIN_WORK)
+
+# A WebP copy of the data sets at the size the shipped recipe's restarts train at (GPU_SIZE, long side; ~33 MB
+# at 384) that can travel to a GPU machine, for training/gpu_run.sh (docs/TRAINING.md, "On a GPU").
+# gpu_data/ is not committed.
 GPU_SIZE ?= 384
 gpu-data: setup
 	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp -a -d $(DATASETS)/vikram || { echo "make gpu-data: no $(DATASETS)/{eg1800,ccp,vikram}; run make gpu-data DATASETS=/path/to/datasets"; exit 2; }
