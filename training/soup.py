@@ -4,7 +4,7 @@ Two warm restarts from the same weights end in the same basin of the loss, a sho
 each overfits its own random crops and seeds; the mean of their weights is often better than either
 on held-out photos, at no cost in serving (Wortsman et al., 2022, "Model soups"). A warm restart
 costs about an hour on a 2-core CPU for 0.001-0.002 IoU, so averaging restarts already made is the
-cheapest step: it is measured, not assumed (docs/MODEL_CARD.md records what each soup scored).
+cheapest step: it is measured, not assumed (docs/research/warm-restarts-and-soups.md records what each soup scored).
 
     python training/soup.py runs/a/best.pt runs/b/best.pt --to runs/soup-ab/best.pt
     python training/ship.py runs/soup-ab/best.pt --half
