@@ -32,6 +32,7 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
 
 from handler.contract import MODEL_NAME, default_blur_radius  # noqa: E402
 from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
+from handler.shared_key import REFUSED_MESSAGE, REFUSED_STATUS, authorized, load_key  # noqa: E402
 from segmenter import checkpoint, imaging, matting  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
@@ -111,6 +112,7 @@ class PersonSegmenterHandler(BaseHandler):
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
         model, config = checkpoint.load_model(os.path.join(context.system_properties["model_dir"], WEIGHTS_NAME))
         self.segmenter = Segmenter(model, config.get("image_size", DEFAULT_IMAGE_SIZE), device)
+        self.shared_key = load_key()  # the container's one key for every replica; None under `make serve`
         self.initialized = True
         logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s",
                     device, self.segmenter.image_size, threads, self.segmenter.amp)
@@ -138,8 +140,12 @@ class PersonSegmenterHandler(BaseHandler):
             if route is not None:
                 jobs.append(Failure(UNSUPPORTED_STATUS, UNSUPPORTED_ROUTES[route]))
                 continue
+            get = _header_getter(self.context, idx)
+            if getattr(self, "shared_key", None) is not None and not authorized(get("Authorization"), self.shared_key):
+                jobs.append(Failure(REFUSED_STATUS, REFUSED_MESSAGE))
+                continue
             try:
-                req = parse_request(row, _header_getter(self.context, idx))
+                req = parse_request(row, get)
                 image = imaging.decode_image(req.image)
                 background = None
                 if req.background_image is not None:
