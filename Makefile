@@ -103,14 +103,26 @@ serve: mar
 stop: setup
 	$(PY) -m handler.serve stop
 
-# --- GIMP plug-in (issue 4) ---
-# install.sh also copies handler/contract.py (the HTTP contract) into the installed plug-in folder:
-# the plug-in cannot import the project, and the repository keeps one copy of the contract.
+# --- GIMP plug-in (docs/GIMP.md) ---
+# install.py (standard library only, no bash: the same command on Windows and macOS) also copies
+# handler/contract.py into the installed plug-in: the plug-in cannot import the project, and the
+# repository keeps one copy of the contract. Uninstall: python3 gimp_plugin/install.py --uninstall
 install-gimp-plugin:
-	bash gimp_plugin/install.sh
+	python3 gimp_plugin/install.py
 
 gimp-root:
 	bash tests/gimp/make-gimp-root.sh $(GIMP_ROOT)
 
 clean:
 	rm -rf build runs serve .pytest_cache .ruff_cache
+
+# --- container image (docs/DEPLOY.md) ---
+# Builds the image with podman from a fresh clone of this checkout (what is committed), runs it, and
+# runs deploy/kubernetes/ with `podman kube play`. Installs podman with apt when root and it is missing,
+# and makes the Containerfile's base image with mmdebstrap when no registry gives it; where podman
+# cannot run, the tests skip and say why. Not part of `make test`: the image is several GB.
+.PHONY: container-test
+container-test: setup
+	bash tests/container/prepare.sh
+	CONTAINER_TEST=1 CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/tests/container/containers.conf} \
+	    $(PY) -m pytest tests/container -ra -p no:cacheprovider

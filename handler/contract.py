@@ -4,7 +4,7 @@ What a request may say (model name, modes, backgrounds, formats, limits, the def
 and how a client finds and renews its key are written here once. The server side
 (``handler/request.py``, ``handler/person_handler.py``, ``handler/serve/``) and the batch client
 (``handler/client.py``) import this module; the GIMP plug-in, which runs in GIMP's own Python and
-cannot import this project, gets this very file: ``gimp_plugin/install.sh`` copies it into the
+cannot import this project, gets this very file: ``gimp_plugin/install.py`` copies it into the
 installed plug-in as ``replace_background_contract.py`` (and a plug-in run from a checkout loads it
 from here), so there is nothing to drift.
 

@@ -130,7 +130,7 @@ KEY_LIFETIME_MIN = 1  # the project server's keys: short, so the tests see them 
 def project_server(tmp_path_factory: pytest.TempPathFactory, served_model_store: Path) -> Iterator:
     """A second copy of this project, its server started the way `make serve` starts it, keys living 1 minute.
 
-    The folder holds the plug-in (``gimp_plugin/``, so its install.sh records this folder) and the
+    The folder holds the plug-in (``gimp_plugin/``, so its install.py records this folder) and the
     instance folder ``serve/`` that ``python -m handler.serve start`` fills (key file, server.json);
     the server runs on free ports from a copy of config.properties with ``token_expiration_min=1``.
     Yields the ``handler.serve.Server``; ``.workdir.parent`` is the project folder.
@@ -143,7 +143,7 @@ def project_server(tmp_path_factory: pytest.TempPathFactory, served_model_store:
 
     project = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "gimp_plugin", project / "gimp_plugin")
-    (project / "handler").mkdir()  # install.sh copies the project's contract into the plug-in
+    (project / "handler").mkdir()  # install.py copies the project's contract into the plug-in
     shutil.copyfile(REPO / "handler" / "contract.py", project / "handler" / "contract.py")
     ports = free_ports(serve.DEFAULT_PORTS)
     settings = {f"{k}_address": f"http://127.0.0.1:{ports[k]}" for k in ("inference", "management", "metrics")}

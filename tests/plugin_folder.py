@@ -1,8 +1,8 @@
-"""The GIMP plug-in folder as ``gimp_plugin/install.sh`` assembles it, for tests that import the plug-in.
+"""The GIMP plug-in folder as ``gimp_plugin/install.py`` assembles it, for tests that import the plug-in.
 
-The repository holds one copy of the HTTP contract, ``handler/contract.py``; install.sh copies it into
+The repository holds one copy of the HTTP contract, ``handler/contract.py``; install.py copies it into
 the installed plug-in folder as ``replace_background_contract.py``. Tests that import the plug-in's
-standard-library half (``replace_background_core``) therefore import it from a folder that install.sh
+standard-library half (``replace_background_core``) therefore import it from a folder that install.py
 filled, once per test session: they exercise exactly the files a user's GIMP loads.
 """
 
@@ -18,20 +18,20 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
-INSTALLER = REPO / "gimp_plugin" / "install.sh"
+INSTALLER = REPO / "gimp_plugin" / "install.py"
 NAME = "replace-background"
 SOURCE_DIR = REPO / "gimp_plugin" / NAME  # the plug-in's own files, as the repository holds them
 
 
 def install_into(plugins: Path, installer: Path = INSTALLER) -> Path:
     """Run ``installer`` for the plug-ins folder ``plugins``; return the installed plug-in folder."""
-    subprocess.run(["bash", str(installer), str(plugins)], check=True, capture_output=True, text=True)
+    subprocess.run([sys.executable, str(installer), "--to", str(plugins)], check=True, capture_output=True, text=True)
     return plugins / NAME
 
 
 @functools.cache
 def installed_folder() -> Path:
-    """A plug-in folder install.sh filled in a temporary place, made once per session, removed at exit."""
+    """A plug-in folder install.py filled in a temporary place, made once per session, removed at exit."""
     plugins = Path(tempfile.mkdtemp(prefix="rb-plugins-"))
     atexit.register(shutil.rmtree, plugins, ignore_errors=True)
     return install_into(plugins)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from tests.plugin_folder import import_core
 
-# The plug-in's stdlib module from a folder install.sh filled (it carries handler/contract.py), imported
+# The plug-in's stdlib module from a folder install.py filled (it carries handler/contract.py), imported
 # as GIMP does: one module object for every test that imports it.
 core = import_core()
 

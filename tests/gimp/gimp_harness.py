@@ -101,7 +101,7 @@ def in_job(job_dir: Path, host_file: Path, name: str | None = None) -> str:
 
 
 def _install_plugin(profile: Path, installer: Path = INSTALLER) -> None:
-    """Install with the project's own installer, so the tests also prove that install.sh works."""
+    """Install with the project's own installer, so the tests also prove that install.py works."""
     install_into(profile / "plug-ins", installer)
 
 
@@ -130,7 +130,7 @@ def run_gimp(
     """Run ``cases`` (see gimp_driver.py) in one headless GIMP; paths in cases are GIMP-side (/rbjob/...).
 
     ``ui=True`` runs GIMP under a virtual display that accepts the plug-in's dialogs (gimp_ui_run.sh).
-    ``installer``: the install.sh to install with (another project's copy records that project).
+    ``installer``: the install.py to install with (another project's copy records that project).
     ``binds``: host folders GIMP sees at the same path (read-only), e.g. a project's ``serve/``.
     """
     root = root or gimp_root()

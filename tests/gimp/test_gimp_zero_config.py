@@ -3,7 +3,7 @@
 The ``project_server`` of tests/conftest.py is a copy of this project (``gimp_plugin/`` and the
 ``serve/`` folder) whose real TorchServe was started by ``handler.serve start`` (what `make serve`
 runs), on free ports, with keys that live 1 minute. The plug-in is installed with that copy's
-install.sh, which records the project folder; GIMP sees the project's ``serve/`` read-only at the
+install.py, which records the project folder; GIMP sees the project's ``serve/`` read-only at the
 same path. With no argument set, the plug-in must find the server (``serve/server.json``) and its key
 (``serve/key_file.json``); after the key expired it must renew it (the key file's API key, TorchServe's
 ``POST /token``) and succeed, with nothing for the user to do. A typed key is not renewed, and the
@@ -30,7 +30,7 @@ RENEWED = "the inference key was refused (expired or rotated); renewed it"
 def test_defaults_work_and_an_expired_key_is_renewed(project_server, tmp_path: Path) -> None:
     skip_unless_gimp(what="zero-configuration GIMP test")
     project = project_server.workdir.parent
-    installer = project / "gimp_plugin" / "install.sh"
+    installer = project / "gimp_plugin" / "install.py"
     binds = (project_server.workdir,)
 
     # 1. freshly installed, every option at its default, the key still fresh

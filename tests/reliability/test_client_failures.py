@@ -26,7 +26,7 @@ SMALL = b"\x89PNG\r\n\x1a\n" + bytes(2000)
 BIG = bytes(48 << 20)  # more than the loopback socket buffers hold, so a server that never reads blocks send()
 
 
-# The plug-in's stdlib module from a folder install.sh filled, as tests/gimp/fake_mask_server.py imports it
+# The plug-in's stdlib module from a folder install.py filled, as tests/gimp/fake_mask_server.py imports it
 # (same module object).
 core = import_core()
 
