@@ -154,7 +154,8 @@ def target_layer(drawables: list[Gimp.Drawable], output: str) -> Gimp.Layer:
     return layer
 
 
-def replace_background(image: Gimp.Image, drawables: list[Gimp.Drawable], opts: Options) -> tuple:
+def replace_background(image: Gimp.Image, drawables: list[Gimp.Drawable],
+                       opts: Options) -> tuple[Gimp.Layer, Gimp.Layer | None]:
     """The whole run: checks, network and preparation, then the edit as one undo step."""
     layer = target_layer(drawables, opts.output)
     temps = TempImages()

@@ -1,4 +1,4 @@
-"""handler/contract.py: the one statement of the HTTP contract (the GIMP plug-in gets it from install.sh,
+"""handler/contract.py: the one statement of the HTTP contract (the GIMP plug-in gets it from install.py,
 which copies this file into the installed plug-in; tests/gimp/test_gimp_install.py checks that copy).
 
 The server, the client and the plug-in used to restate the contract and had drifted (the plug-in's
