@@ -96,7 +96,7 @@ bench: setup
 	$(PY) benchmarks/training_speed.py
 	$(PY) benchmarks/data_loading.py
 
-# --- serving (issue 3) ---
+# --- serving (docs/SERVING.md) ---
 serve: mar
 	$(PY) -m handler.serve start
 
