@@ -134,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_options(p, limit=60)
     p.add_argument("--tta", choices=TTA_MODES, default="none", help="our model's test-time augmentation")
     p.add_argument("--mediapipe-python", type=Path, default=DEFAULT_MP_PYTHON)
+    p.add_argument("--case", action="append", choices=sorted(CASES), dest="cases",
+                   help="score only this case (repeatable; default: all)")
     args = p.parse_args(argv)
     if not args.mediapipe_python.exists():
         print(f"robustness.py: error: {args.mediapipe_python} not found; run `make mediapipe-venv`", file=sys.stderr)
@@ -143,13 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     roots = {root.name: pairs for root, pairs in read_pairs(args).items()}
     mp = MediaPipe(args.mediapipe_python)
     scores: dict[tuple[str, str, str], list[dict]] = {}
-    bar = Progress(sum(len(v) for v in roots.values()) * len(CASES), "robustness")
+    cases = {name: CASES[name] for name in args.cases or CASES}
+    bar = Progress(sum(len(v) for v in roots.values()) * len(cases), "robustness")
     cut = round(THRESHOLD * 255)
     with tempfile.TemporaryDirectory() as tmp:
         for root, pairs in roots.items():
             samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
             for i in range(len(samples)):
-                for case, build in CASES.items():
+                for case, build in cases.items():
                     image, truth = build(samples, i)
                     path = Path(tmp) / "case.png"
                     image.save(path)
@@ -164,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| set | case | images | ours IoU | MediaPipe IoU | ours boundary F | MediaPipe boundary F |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for root in roots:
-        for case in CASES:
+        for case in cases:
             o, m = mean_metrics(scores[(root, case, "ours")]), mean_metrics(scores[(root, case, "mp")])
             print(f"| {root} | {case} | {o['count']} | {o['iou']:.4f} | {m['iou']:.4f} | "
                   f"{o['boundary_f']:.4f} | {m['boundary_f']:.4f} |")

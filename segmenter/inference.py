@@ -18,7 +18,8 @@ from torch import nn
 from segmenter import checkpoint
 from segmenter.model import fold_batchnorm
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE, canvas_size, letterbox, letterbox_size, normalize
-from segmenter.refine import upsample
+from segmenter.refine import WORK_SIZE, upsample
+from segmenter.zoom import GRID, wants_zoom, zoomed
 
 # Test-time augmentation: "flip" also runs the photo mirrored left-right and averages the two
 # probability maps. One forward pass of twice the batch at the model's input size, so a fixed cost
@@ -134,11 +135,23 @@ class Segmenter:
             out.append(p)
         return out
 
-    def predict(self, images: Sequence[Image.Image], refine: str = "guided", tta: str = "none") -> list[np.ndarray]:
-        """Full-resolution soft masks (uint8, 255 = person), one per photo."""
-        probs = self.predict_lowres(images, tta)
-        return [upsample(prob, img, refine) for prob, img in zip(probs, images, strict=True)]
+    def predict(self, images: Sequence[Image.Image], refine: str = "guided", tta: str = "none",
+                zoom: str = "off") -> list[np.ndarray]:
+        """Full-resolution soft masks (uint8, 255 = person), one per photo.
 
-    def predict_one(self, image: Image.Image, refine: str = "guided", tta: str = "none") -> np.ndarray:
-        return self.predict([image], refine, tta)[0]
+        ``zoom`` ("off", "auto", "on") takes a second, closer look at photos of small people
+        (``segmenter/zoom.py``).
+        """
+        probs = self.predict_lowres(images, tta)
+        return [self._full(prob, img, refine, tta, zoom) for prob, img in zip(probs, images, strict=True)]
+
+    def _full(self, prob: torch.Tensor, image: Image.Image, refine: str, tta: str, zoom: str) -> np.ndarray:
+        if not wants_zoom(prob, zoom):
+            return upsample(prob, image, refine)
+        finer = zoomed(image, prob, lambda tiles: self.predict_lowres(tiles, tta))
+        return upsample(finer, image, refine, WORK_SIZE * GRID)
+
+    def predict_one(self, image: Image.Image, refine: str = "guided", tta: str = "none",
+                    zoom: str = "off") -> np.ndarray:
+        return self.predict([image], refine, tta, zoom)[0]
 

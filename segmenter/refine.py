@@ -241,10 +241,14 @@ def to_uint8(prob: torch.Tensor) -> np.ndarray:
     return prob.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def upsample(prob: torch.Tensor, image: Image.Image, method: str = "guided") -> np.ndarray:
-    """Full-resolution soft mask (uint8, 255 = person) for ``image`` from the low-res map ``prob``."""
+def upsample(prob: torch.Tensor, image: Image.Image, method: str = "guided", work_size: int = WORK_SIZE) -> np.ndarray:
+    """Full-resolution soft mask (uint8, 255 = person) for ``image`` from the low-res map ``prob``.
+
+    ``work_size`` is where the guided filter fits its coefficients; a finer map (the zoom pass's) needs a
+    larger one, or the small people it found are blurred away again.
+    """
     if method == "guided":
-        return guided_upsample(prob, image)
+        return guided_upsample(prob, image, work_size)
     if method == "bilinear":
         return bilinear_upsample(prob, image)
     raise ValueError(f"unknown refine method {method!r}; expected one of {', '.join(METHODS)}")
