@@ -11,7 +11,7 @@ resolution (threshold 0.5), averaged:
 - ``served``: what ``Segmenter`` does now;
 - ``both cut``: the black band below a landscape cut as well (measured and not adopted).
 
-The cases are ``benchmarks/robustness.py``'s (the validation photos are portraits; ``group of two`` is a
+The cases are ``benchmarks/robustness.py``'s pair cases (the validation photos are portraits; ``group of two`` is a
 landscape) plus ``top, 352:256``: a portrait's top cropped to a landscape whose letterboxed height is a
 multiple of 32, so ``both cut`` leaves no black below the person cut by the bottom edge. No MediaPipe here.
 """
@@ -30,7 +30,7 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import numpy as np
 import torch
 
-from benchmarks.robustness import CASES, Sample
+from benchmarks.robustness import Sample, cut_by_frame, group_of_two, small_far
 from evaluation.data_options import add_data_options, read_pairs
 from evaluation.metrics import image_metrics
 from evaluation.progress import Progress
@@ -66,6 +66,11 @@ def top_landscape(a: Sample, b: Sample) -> Sample:
     return image.crop((0, 0, image.width, h)), truth[:h]
 
 
+# The cases the study was run on: robustness.py's cases built from a photo and the next one, plus a landscape.
+CASES = {"as is": lambda a, b: a, "cut by frame": cut_by_frame, "group of two": group_of_two,
+         "small, far": small_far, "top, 352:256": top_landscape}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_options(p, limit=60)
@@ -73,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     served = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights(), device="cpu")
     segs = {"square": SquareCanvas(served.model, served.image_size, served.device, served.amp), "served": served,
             "both cut": BothCut(served.model, served.image_size, served.device, served.amp)}
-    cases = {**CASES, "top, 352:256": top_landscape}
+    cases = CASES
     roots = {root.name: pairs for root, pairs in read_pairs(args).items()}
     bar = Progress(sum(len(v) for v in roots.values()) * len(cases), "canvas")
     cut = round(THRESHOLD * 255)
