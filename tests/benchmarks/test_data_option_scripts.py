@@ -28,7 +28,7 @@ RUNS = {
     "benchmarks/studies/adaptive_window.py": (["--taus", "1e-2", "--qs", "soft"], "narrow 1/64 (served)"),
     "benchmarks/studies/resolution_ceiling.py": (["--sizes", "64"], "IoU@64"),
     "benchmarks/quality.py": (["--no-tta"], "MediaPipe"),
-    "benchmarks/robustness.py": (["--case", "as is"], "MediaPipe"),
+    "benchmarks/robustness.py": ([], "MediaPipe"),
 }
 
 
