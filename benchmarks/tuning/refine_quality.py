@@ -1,6 +1,6 @@
 """Guided (edge-aware) vs bilinear upsampling of the mask: boundary F-score at full resolution.
 
-    python benchmarks/tuning/refine_quality.py --checkpoint runs/ship-v1/best.pt \\
+    python benchmarks/tuning/refine_quality.py --checkpoint segmenter/weights/person_unet.pt \\
         --data datasets/ccp --data datasets/eg1800 --data datasets/vikram \\
         --val-list training/splits/shared_val.txt
 
