@@ -52,6 +52,10 @@ BACKGROUND_KEYWORDS = ("blur", "transparent")
 DEFAULT_BACKGROUND = "#FFFFFF"
 REFINE_METHODS = ("guided", "bilinear")  # segmenter.refine.METHODS (a test holds them equal)
 TTA_MODES = ("none", "flip")  # segmenter.inference.TTA_MODES (a test holds them equal)
+# the zoom pass, a closer look at photos of small people (segmenter/zoom.py; a test holds them equal);
+# "auto" spends it only where the first look finds no tall person, so portraits keep their cost
+ZOOM_MODES = ("off", "auto", "on")
+DEFAULT_ZOOM = "auto"
 # the edge stage (soft matte and person colours at the outline) for cutout and composite; "off" gives
 # the plain blend of the photo with the model's mask (docs/API.md, "The edge stage")
 MATTING_MODES = ("on", "off")
@@ -70,6 +74,7 @@ OPTION_HEADERS = {
     "refine": "X-Refine",
     "quality": "X-Quality",
     "tta": "X-TTA",
+    "zoom": "X-Zoom",
     "matting": "X-Matting",
 }
 IMAGE_FIELD = "image"

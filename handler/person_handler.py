@@ -36,7 +36,6 @@ from handler.shared_key import REFUSED_MESSAGE, REFUSED_STATUS, authorized, load
 from segmenter import checkpoint, imaging, matting  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
-from segmenter.refine import upsample  # noqa: E402
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "weights.pt"
@@ -170,7 +169,7 @@ class PersonSegmenterHandler(BaseHandler):
             with torch.inference_mode():
                 probs = self.segmenter.predict_lowres([j.image for j in group], tta)
                 for job, prob in zip(group, probs, strict=True):
-                    job.mask = upsample(prob, job.image, job.options.refine)
+                    job.mask = self.segmenter.full_mask(prob, job.image, job.options.refine, tta, job.options.zoom)
         return jobs
 
     def postprocess(self, jobs: list[Job | Failure]) -> list[bytes]:

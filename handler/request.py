@@ -24,6 +24,7 @@ from handler.contract import (
     BLUR_RADIUS_RANGE,
     DEFAULT_BACKGROUND,
     DEFAULT_QUALITY,
+    DEFAULT_ZOOM,
     FORMATS,
     IMAGE_FIELD,
     MATTING_MODES,
@@ -33,6 +34,7 @@ from handler.contract import (
     QUALITY_RANGE,
     REFINE_METHODS,
     TTA_MODES,
+    ZOOM_MODES,
 )
 from segmenter.imaging import parse_color
 
@@ -70,6 +72,7 @@ class Options:
     refine: str = "guided"
     quality: int = DEFAULT_QUALITY
     tta: str = "none"
+    zoom: str = DEFAULT_ZOOM
     matting: bool = True  # the edge stage for cutout and composite (segmenter/matting.py)
 
     @property
@@ -170,6 +173,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     fmt = _choice(raw.get("format", "png"), "format", FORMATS)
     refine = _choice(raw.get("refine", "guided"), "refine", REFINE_METHODS)
     tta = _choice(raw.get("tta", "none"), "tta", TTA_MODES)
+    zoom = _choice(raw.get("zoom", DEFAULT_ZOOM), "zoom", ZOOM_MODES)
     matting = _choice(raw.get("matting", "on"), "matting", MATTING_MODES) == "on"
     background: tuple[int, int, int] | str = DEFAULT_COLOR
     if has_background_image:
@@ -188,7 +192,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     if fmt == "jpeg" and background == "transparent":
         raise RequestError("background transparent needs format png (JPEG has no alpha channel)")
     return Options(mode=mode, background=background, format=fmt, blur_radius=radius, refine=refine,
-                   quality=quality, tta=tta, matting=matting)
+                   quality=quality, tta=tta, zoom=zoom, matting=matting)
 
 
 def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest:

@@ -19,7 +19,7 @@ from segmenter import checkpoint
 from segmenter.model import fold_batchnorm
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE, canvas_size, letterbox, letterbox_size, normalize
 from segmenter.refine import WORK_SIZE, upsample
-from segmenter.zoom import GRID, wants_zoom, zoomed
+from segmenter.zoom import DEFAULT_ZOOM, GRID, wants_zoom, zoomed
 
 # Test-time augmentation: "flip" also runs the photo mirrored left-right and averages the two
 # probability maps. One forward pass of twice the batch at the model's input size, so a fixed cost
@@ -136,22 +136,24 @@ class Segmenter:
         return out
 
     def predict(self, images: Sequence[Image.Image], refine: str = "guided", tta: str = "none",
-                zoom: str = "off") -> list[np.ndarray]:
+                zoom: str = DEFAULT_ZOOM) -> list[np.ndarray]:
         """Full-resolution soft masks (uint8, 255 = person), one per photo.
 
         ``zoom`` ("off", "auto", "on") takes a second, closer look at photos of small people
         (``segmenter/zoom.py``).
         """
         probs = self.predict_lowres(images, tta)
-        return [self._full(prob, img, refine, tta, zoom) for prob, img in zip(probs, images, strict=True)]
+        return [self.full_mask(prob, img, refine, tta, zoom) for prob, img in zip(probs, images, strict=True)]
 
-    def _full(self, prob: torch.Tensor, image: Image.Image, refine: str, tta: str, zoom: str) -> np.ndarray:
+    def full_mask(self, prob: torch.Tensor, image: Image.Image, refine: str = "guided", tta: str = "none",
+                  zoom: str = DEFAULT_ZOOM) -> np.ndarray:
+        """``image``'s full-resolution mask from its first-pass map ``prob``, with the zoom pass if it is wanted."""
         if not wants_zoom(prob, zoom):
             return upsample(prob, image, refine)
         finer = zoomed(image, prob, lambda tiles: self.predict_lowres(tiles, tta))
         return upsample(finer, image, refine, WORK_SIZE * GRID)
 
     def predict_one(self, image: Image.Image, refine: str = "guided", tta: str = "none",
-                    zoom: str = "off") -> np.ndarray:
+                    zoom: str = DEFAULT_ZOOM) -> np.ndarray:
         return self.predict([image], refine, tta, zoom)[0]
 

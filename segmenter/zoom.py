@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 ZOOM_MODES = ("off", "auto", "on")
+DEFAULT_ZOOM = "auto"  # what the server and evaluate.py use unless told otherwise
 GRID = 2  # tiles per side
 OVERLAP = 0.25  # share of a tile's side that it shares with its neighbour
 # "auto" looks again when the first pass's tallest person (rows holding confident person pixels, as a share of

@@ -163,6 +163,16 @@ def test_every_input_kind_is_read(handler: PersonSegmenterHandler, name: str) ->
     assert a.image().size == (64, 48), name
 
 
+def test_zoom_equals_segmenter_predict_in_a_mixed_batch(handler: PersonSegmenterHandler) -> None:
+    """Each request gets the zoom it asked for, batched with others; "on" differs from "off"."""
+    answers = run(handler, [form(PNG, zoom="on"), raw(PNG), raw(PNG)], [{}, {"X-Zoom": "off"}, {}])
+    photo = imaging.decode_image(PNG)
+    for a, zoom in zip(answers, ("on", "off", "auto"), strict=True):
+        expected = handler.segmenter.predict([photo], zoom=zoom)[0]
+        assert np.abs(np.asarray(a.image()).astype(int) - expected.astype(int)).max() <= 1, zoom
+    assert not np.array_equal(np.asarray(answers[0].image()), np.asarray(answers[1].image()))
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 BAD_REQUESTS = {
@@ -170,6 +180,7 @@ BAD_REQUESTS = {
     "unknown format": (form(PNG, mode="composite", format="gif"), {}, 400, "unknown format"),
     "unknown refine": (form(PNG, refine="magic"), {}, 400, "unknown refine"),
     "unknown tta": (raw(PNG), {"X-TTA": "rotate"}, 400, "unknown tta 'rotate'; expected one of: none, flip"),
+    "unknown zoom": (raw(PNG), {"X-Zoom": "4x"}, 400, "unknown zoom '4x'; expected one of: off, auto, on"),
     "unknown matting": (form(PNG, mode="cutout", matting="maybe"), {}, 400,
                         "unknown matting 'maybe'; expected one of: on, off"),
     "bad colour": (form(PNG, mode="composite", background="#12345"), {}, 400, "unknown background"),
