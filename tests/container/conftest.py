@@ -75,7 +75,12 @@ def image(clone: Path) -> str:
     start = time.monotonic()
     pm.podman("build", "--network", "host", *volumes, "--build-arg", f"PIP_EXTRA_ARGS={extra}",
               "-t", pm.IMAGE, str(clone), timeout=3600)
-    FIGURES["image build (s)"] = round(time.monotonic() - start, 1)
+    FIGURES["image build from the clone (s)"] = round(time.monotonic() - start, 1)
+    start = time.monotonic()  # again, nothing changed: every layer from the cache
+    pm.podman("build", "--network", "host", *volumes, "--build-arg", f"PIP_EXTRA_ARGS={extra}",
+              "-t", pm.IMAGE, str(clone), timeout=3600)
+    FIGURES["image rebuild, nothing changed (s)"] = round(time.monotonic() - start, 1)
+    FIGURES["load average at build end"] = os.getloadavg()[0]
     size = pm.podman("image", "inspect", pm.IMAGE, "--format", "{{.Size}}").stdout.decode().strip()
     FIGURES["image size (GB)"] = round(int(size) / 1e9, 2)
     return pm.IMAGE

@@ -102,9 +102,14 @@ def listening_ports(container: str) -> dict[int, str]:
         if len(fields) < 4 or fields[0] == "sl" or fields[3] != "0A" or ":" not in fields[1]:  # 0A: LISTEN
             continue
         address, port = fields[1].rsplit(":", 1)
-        if len(address) == 8:
-            ip = ".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0))
-        else:
-            ip = "::" if set(address) == {"0"} else address
-        ports[int(port, 16)] = ip
+        ports[int(port, 16)] = _address(address)
     return ports
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's hex address as text; an IPv4-mapped IPv6 address (Java's sockets) as its IPv4."""
+    if len(hex_address) == 32 and hex_address.upper().startswith("0000000000000000FFFF0000"):
+        hex_address = hex_address[24:]
+    if len(hex_address) == 8:  # one 32-bit word, host (little-endian) byte order
+        return ".".join(str(int(hex_address[i:i + 2], 16)) for i in (6, 4, 2, 0))
+    return "::" if set(hex_address) == {"0"} else hex_address

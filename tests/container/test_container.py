@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_readme_composite_is_a_png_of_the_photos_size(server: Server, photo: bytes) -> None:
     status, headers, body = post(server.predictions, photo, composite_headers(server.key()))
     assert status == 200, body[:300]
-    assert headers.get("Content-Type", "").startswith("image/png")
+    assert {k.lower(): v for k, v in headers.items()}.get("content-type", "").startswith("image/png")
     answer = Image.open(io.BytesIO(body))
     assert answer.format == "PNG"
     assert answer.size == Image.open(io.BytesIO(photo)).size
