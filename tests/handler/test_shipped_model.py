@@ -1,4 +1,4 @@
-"""The archive built from the shipped weights serves the masks ``evaluate.py`` scores (issue 5).
+"""The archive built from the shipped weights serves the masks ``evaluate.py`` scores.
 
 The session server (tests/conftest.py) serves ``segmenter/weights/person_unet.pt`` through an
 archive made by ``training/export.py``. Here ``training/evaluate.py`` runs as users run it, on a
