@@ -24,7 +24,8 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import torch
 
 from benchmarks.photos import figure_mask, synthetic_photo
-from training.data import SegmentationDataset, find_pairs
+from evaluation.pairs import find_pairs
+from training.data import SegmentationDataset
 from training.shrink import shrink_root
 
 REPO = Path(__file__).resolve().parent.parent
