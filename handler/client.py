@@ -163,10 +163,11 @@ class Client:
     def process(self, image: bytes | str | Path, *, mode: str = "composite", background: str | None = None,
                 background_image: bytes | str | Path | None = None, format: str | None = None,
                 refine: str | None = None, blur_radius: float | None = None,
-                quality: int | None = None, tta: str | None = None, matting: str | None = None) -> Result:
+                quality: int | None = None, tta: str | None = None, matting: str | None = None,
+                zoom: str | None = None) -> Result:
         """Send one photo; return the result or raise ``ClientError`` with the server's message."""
         data = {"mode": mode, "background": background, "format": format, "refine": refine, "tta": tta,
-                "matting": matting,
+                "matting": matting, "zoom": zoom,
                 "blur_radius": None if blur_radius is None else str(blur_radius),
                 "quality": None if quality is None else str(quality)}
         files = {contract.IMAGE_FIELD: _file_part(image, "image")}
@@ -318,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--matting", choices=list(contract.MATTING_MODES),
                    help="the edge stage for cutout/composite: a soft matte and the person's own colours at the "
                         "outline (default on; off: the photo blended through the mask as it is)")
+    p.add_argument("--zoom", choices=list(contract.ZOOM_MODES),
+                   help="a second, closer look for small people: auto (default: only where the first look finds "
+                        "no tall person), on (every photo), off")
     p.add_argument("--blur-radius", type=float, help="background blur radius in pixels")
     p.add_argument("--quality", type=int, help="JPEG quality 1-100")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -336,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
-               "quality": args.quality, "tta": args.tta, "matting": args.matting}
+               "quality": args.quality, "tta": args.tta, "matting": args.matting, "zoom": args.zoom}
     if args.background and Path(args.background).is_file():
         options["background_image"] = Path(args.background)
     else:

@@ -236,6 +236,30 @@ def test_batch_client_matting_option(torchserve_server, tmp_path: Path) -> None:
     assert not np.array_equal(on[..., :3], off[..., :3])
 
 
+def test_zoom_over_http_and_from_the_client(torchserve_server, serving_checkpoint: Path, tmp_path: Path) -> None:
+    """``X-Zoom`` and ``--zoom`` reach the worker: each served mask equals ``Segmenter.predict`` with that zoom,
+    "on" differs from "off", and an unknown value is a 400 naming the choices."""
+    local = Segmenter.from_checkpoint(serving_checkpoint, device="cpu")
+    # a real photo: the shipped model finds no person in the synthetic one, and then there is nothing to zoom into
+    astronaut = Path(__file__).resolve().parents[1] / "gimp" / "data" / "astronaut.jpg"
+    data = images.encode(Image.open(astronaut).convert("RGB"))
+    photo = imaging.decode_image(data)
+    masks = {}
+    for zoom in ("off", "on"):
+        masks[zoom] = np.asarray(as_image(post(torchserve_server, data, headers={"X-Zoom": zoom})))
+        diff = np.abs(masks[zoom].astype(int) - local.predict([photo], zoom=zoom)[0].astype(int))
+        assert diff.max() <= 1, f"zoom={zoom}: max difference {diff.max()}"
+    assert not np.array_equal(masks["on"], masks["off"])
+    r = post(torchserve_server, PNG, headers={"X-Zoom": "8x"})
+    assert r.status_code == 400 and "unknown zoom '8x'; expected one of: off, auto, on" in r.json()["error"]
+    src = tmp_path / "photo.png"
+    src.write_bytes(data)
+    common = [str(src), "--url", torchserve_server.inference_url, "--key-file", str(torchserve_server.key_file),
+              "--mode", "mask", "--zoom", "on"]
+    assert client_mod.main([*common, "--out", str(tmp_path / "on")]) == 0
+    assert np.abs(np.asarray(Image.open(tmp_path / "on" / "photo.png")).astype(int) - masks["on"]).max() <= 1
+
+
 def test_client_library_errors_are_readable(torchserve_server) -> None:
     c = client_mod.Client(torchserve_server.inference_url, key="wrong", key_file=None)
     with pytest.raises(client_mod.ClientError, match="leave --key out"):  # a typed key: how to get a working one
