@@ -64,6 +64,18 @@ BLUR_RADIUS_FRACTION = 0.02  # default blur radius: 2% of the image diagonal ...
 BLUR_RADIUS_FLOOR = 2.0  # ... and never under 2 px
 QUALITY_RANGE = (1, 100)
 DEFAULT_QUALITY = 92
+# choose who stays: "x,y;x,y", points in the photo's pixels after its EXIF orientation (x to the right,
+# y down, from the top-left pixel); only the people (connected regions of the mask) that contain a point,
+# or lie nearest to one, stay in the mask, cut-out and composite. No value: everyone stays.
+KEEP_POINT_SEPARATOR = ";"  # between points
+KEEP_COORD_SEPARATOR = ","  # between a point's x and y
+MAX_KEEP_POINTS = 32  # more points than this is a 400
+MAX_KEEP_LENGTH = 512  # characters of a keep value (other options are at most MAX_OPTION_LENGTH)
+# match the light: how far the person's colour and brightness move toward the new background's,
+# 0 (off, the default) to 1. It needs a background that has light: an image or "blur"; with a colour
+# or "transparent", or in mode "mask" or "cutout", it changes nothing.
+HARMONIZE_RANGE = (0.0, 1.0)
+DEFAULT_HARMONIZE = 0.0
 # Option name (multipart field) -> header name. Fields win over headers when both are sent.
 # A new option is one more entry here (and its parsing in handler/request.py's parse_options).
 OPTION_HEADERS = {
@@ -76,6 +88,8 @@ OPTION_HEADERS = {
     "tta": "X-TTA",
     "zoom": "X-Zoom",
     "matting": "X-Matting",
+    "keep": "X-Keep",
+    "harmonize": "X-Harmonize",
 }
 IMAGE_FIELD = "image"
 BACKGROUND_FIELD = "background"  # multipart: a colour/keyword as text, or an image file
