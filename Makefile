@@ -115,3 +115,14 @@ gimp-root:
 
 clean:
 	rm -rf build runs serve .pytest_cache .ruff_cache
+
+# --- container image (docs/DEPLOY.md) ---
+# Builds the image with podman from a fresh clone of this checkout (what is committed), runs it, and
+# runs deploy/kubernetes/ with `podman kube play`. Installs podman with apt when root and it is missing,
+# and makes the Containerfile's base image with mmdebstrap when no registry gives it; where podman
+# cannot run, the tests skip and say why. Not part of `make test`: the image is several GB.
+.PHONY: container-test
+container-test: setup
+	bash tests/container/prepare.sh
+	CONTAINER_TEST=1 CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/tests/container/containers.conf} \
+	    $(PY) -m pytest tests/container -ra -p no:cacheprovider

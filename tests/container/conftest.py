@@ -31,6 +31,9 @@ MODEL = "person_segmenter"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without CONTAINER_TEST=1 the tests that need the image skip; the unit tests here still run."""
     if os.environ.get("CONTAINER_TEST") == "1":
+        for item in items:  # the first test pays for the image build (minutes) in its fixtures
+            if "podman_ready" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.timeout(3600))
         return
     skip = pytest.mark.skip(reason="needs the image: run by `make container-test` (it builds a multi-GB image)")
     for item in items:

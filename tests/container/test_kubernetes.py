@@ -63,6 +63,15 @@ def probe_command(manifest: dict, probe: str) -> list[str]:
     return container[probe]["exec"]["command"]
 
 
+def remove_pods(deployment: str) -> None:
+    """``kube down`` and then any pod of the Deployment still there (kube down stops at a pod already gone)."""
+    pm.podman("kube", "down", "-", input=f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {deployment}}}\n"
+              .encode(), check=False, timeout=300)
+    pods = pm.podman("pod", "ps", "--filter", f"name={deployment}-pod", "--format", "{{.Name}}").stdout.decode().split()
+    if pods:
+        pm.podman("pod", "rm", "-f", "--time", "5", *pods, check=False, timeout=300)
+
+
 def server_containers(deployment: str) -> list[str]:
     """The app container of each pod the Deployment made (podman names pods DEPLOYMENT-pod-N)."""
     pods = pm.podman("pod", "ps", "--filter", f"name={deployment}-pod", "--format", "{{.Name}}").stdout.decode().split()
@@ -82,7 +91,7 @@ def cluster(image: str, clone: Path, tmp_path_factory: pytest.TempPathFactory) -
     secret_file = tmp_path_factory.mktemp("secret") / "secret.json"
     # podman's form of a Kubernetes Secret's data: each key's value base64-encoded
     secret_file.write_text(json.dumps({"key": base64.b64encode(key.encode()).decode()}), encoding="utf-8")
-    pm.podman("kube", "down", str(manifest_path), check=False, timeout=120)
+    remove_pods(manifest["metadata"]["name"])
     pm.podman("secret", "rm", SECRET, check=False)
     pm.podman("secret", "create", SECRET, str(secret_file))
     start = time.monotonic()
@@ -91,7 +100,7 @@ def cluster(image: str, clone: Path, tmp_path_factory: pytest.TempPathFactory) -
     try:
         yield {"manifest": manifest, "key": key, "containers": containers, "start": start, "path": manifest_path}
     finally:
-        pm.podman("kube", "down", str(manifest_path), check=False, timeout=300)
+        remove_pods(manifest["metadata"]["name"])
         pm.podman("secret", "rm", SECRET, check=False)
 
 
@@ -154,8 +163,10 @@ def test_killing_one_pod_under_load_leaves_the_other_answering(cluster: dict, ph
     pod = pm.podman("inspect", victim, "--format", "{{.Pod}}").stdout.decode().strip()
     pm.podman("pod", "rm", "-f", "--time", "0", pod, timeout=120)
     victim_lines += loops[victim].stdout.read().decode().splitlines()
-    survivor_out, _ = loops[survivor].communicate(timeout=600)
-    survivor_lines = survivor_out.decode().splitlines()
+    assert loops[survivor].stdout is not None
+    survivor_lines = loops[survivor].stdout.read().decode().splitlines()  # ends when its loop ends
+    loops[survivor].wait(timeout=60)
+    loops[victim].wait(timeout=60)
     survivor_done = [line.split() for line in survivor_lines if line.startswith("done")]
     assert len(survivor_done) == count and all(status == "200" for *_, status in survivor_done), survivor_lines
     started = sum(line.startswith("start") for line in victim_lines)
