@@ -39,6 +39,7 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import numpy as np
 import requests
 import torch
+from PIL import Image
 
 from benchmarks.photos import jpeg_bytes, synthetic_photo
 from benchmarks.timing import median_time
@@ -49,13 +50,15 @@ from handler.request import Job, Options
 from segmenter import imaging
 from segmenter.checkpoint import SHIPPED_WEIGHTS
 from segmenter.inference import Segmenter
-from segmenter.refine import upsample
 from training.export import export_archive
 
 PLAIN, BATCHED = MODEL_NAME, f"{MODEL_NAME}_batched"
 MODES: dict[str, dict[str, str]] = {
     "mask": {"mode": "mask"},
     "mask-flip": {"mode": "mask", "tta": "flip"},  # the plug-in's default (Mirror pass)
+    # the zoom pass (segmenter/zoom.py) forced off and on; "mask" is the served default, zoom=auto
+    "mask-zoom-off": {"mode": "mask", "zoom": "off"},
+    "mask-zoom-on": {"mode": "mask", "zoom": "on"},
     "composite": {"mode": "composite", "background": "#1e90ff", "format": "jpeg"},
     # the same without the edge stage (segmenter/matting.py): what the stage costs
     "composite-plain": {"mode": "composite", "background": "#1e90ff", "format": "jpeg", "matting": "off"},
@@ -73,15 +76,23 @@ def in_process(seg: Segmenter, data: bytes, fields: dict[str, str], repeats: int
     """Median seconds for the handler's work on one request, without TorchServe."""
     options = Options(mode=fields["mode"], format=fields.get("format", "png"),
                       background=_background(fields.get("background")), tta=fields.get("tta", "none"),
-                      matting=fields.get("matting", "on") == "on")
+                      matting=fields.get("matting", "on") == "on", zoom=fields.get("zoom", Options().zoom))
 
     def once() -> bytes:
         image = imaging.decode_image(data)
         job = Job(image, options)
-        job.mask = upsample(seg.predict_lowres([image], options.tta)[0], image, options.refine)
+        job.mask = seg.full_mask(seg.predict_lowres([image], options.tta)[0], image, options.refine, options.tta,
+                                 options.zoom)
         return render(job)
 
     return median_time(once, repeats)[0]
+
+
+def scaled_photo(path: Path, megapixels: float) -> Image.Image:
+    """The photo at ``path``, upright, scaled to about ``megapixels`` million pixels with its own aspect."""
+    photo = imaging.load_image(path)
+    scale = (megapixels * 1e6 / (photo.width * photo.height)) ** 0.5
+    return photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)
 
 
 def _background(text: str | None) -> tuple[int, int, int] | str:
@@ -179,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aspect", type=float, default=4 / 3,
                    help="photo width / height (default 4:3 landscape; 0.75: a 3:4 portrait, which the "
                         "encoder model runs on a narrower canvas)")
+    p.add_argument("--photo", type=Path,
+                   help="a real photo, scaled to each --megapixels size, instead of the synthetic one (whose drawn "
+                        "figure the model does not take for a person, so zoom=auto looks again at it)")
     p.add_argument("--modes", nargs="+", default=["mask", "composite"], choices=sorted(MODES))
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--requests", type=int, default=None,
@@ -224,7 +238,7 @@ def latency_tables(server: serve.Server, args: argparse.Namespace, variants: lis
     print(f"torch threads in-process and per worker: {threads}; bf16 autocast: {seg.amp}")
     rows = []
     for mp in args.megapixels:
-        image = synthetic_photo(mp, aspect=args.aspect)
+        image = synthetic_photo(mp, aspect=args.aspect) if args.photo is None else scaled_photo(args.photo, mp)
         data = jpeg_bytes(image)
         n = args.requests or (40 if mp <= 2 else 16)
         for mode in args.modes:
