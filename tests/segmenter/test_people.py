@@ -1,0 +1,114 @@
+"""Choose who stays: the people (regions of the mask) a point keeps, and what happens to the rest."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from segmenter import people
+
+
+def _flood_labels(binary: np.ndarray) -> int:
+    """The number of 8-connected regions, by a plain flood fill (the reference for ``people.label``)."""
+    h, w = binary.shape
+    seen = np.zeros_like(binary)
+    count = 0
+    for y0, x0 in zip(*np.nonzero(binary), strict=True):
+        if seen[y0, x0]:
+            continue
+        count += 1
+        todo = deque([(y0, x0)])
+        seen[y0, x0] = True
+        while todo:
+            y, x = todo.popleft()
+            for ny in range(max(0, y - 1), min(h, y + 2)):
+                for nx in range(max(0, x - 1), min(w, x + 2)):
+                    if binary[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        todo.append((ny, nx))
+    return count
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_labels_match_a_flood_fill(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    binary = rng.random((37, 53)) < rng.uniform(0.2, 0.6)
+    labels, n = people.label(binary)
+    assert n == _flood_labels(binary)
+    assert (labels[~binary] == 0).all() and (labels[binary] > 0).all()
+    # one label per region: as many distinct (label, flood region) pairs as regions
+    assert len(np.unique(labels[binary])) == n
+
+
+def test_diagonal_neighbours_are_one_region() -> None:
+    binary = np.zeros((5, 5), bool)
+    binary[0, 0] = binary[1, 1] = binary[2, 2] = True
+    binary[4, 0] = True
+    assert people.label(binary)[1] == 2
+
+
+def _two_people(h: int = 600, w: int = 800, gap: int = 0) -> np.ndarray:
+    """A soft mask of two upright ellipses, left and right; ``gap`` < 0 makes them overlap."""
+    yy, xx = np.mgrid[:h, :w]
+    left = ((xx - w * 0.3) / (w * 0.15)) ** 2 + ((yy - h * 0.55) / (h * 0.4)) ** 2 < 1
+    right = ((xx - w * 0.7 + gap) / (w * 0.12)) ** 2 + ((yy - h * 0.6) / (h * 0.35)) ** 2 < 1
+    hard = ((left | right) * 255).astype(np.uint8)
+    return np.array(Image.fromarray(hard).filter(ImageFilter.GaussianBlur(2)))
+
+
+def test_a_point_inside_keeps_that_person_and_drops_the_other() -> None:
+    mask = _two_people()
+    kept = people.keep_people(mask, [(240, 330)])
+    assert np.array_equal(kept[:, :400], mask[:, :400])  # the left person whole, soft edge and all
+    assert kept[:, 450:].max() == 0
+    assert ((kept[:, :400] > 0) & (kept[:, :400] < 255)).sum() > 500  # its feathered edge is still soft
+    right = people.keep_people(mask, [(560, 360)])
+    assert right[:, :400].max() == 0 and np.array_equal(right[:, 450:], mask[:, 450:])
+
+
+def test_a_point_between_people_keeps_the_nearest() -> None:
+    mask = _two_people()
+    near_right = people.keep_people(mask, [(440, 330)])  # in the gap, nearer the right person
+    assert near_right[:, :400].max() == 0 and near_right[:, 450:].max() == 255
+
+
+def test_two_points_keep_two_people_and_no_point_keeps_everyone() -> None:
+    mask = _two_people()
+    assert np.array_equal(people.keep_people(mask, [(240, 330), (560, 360)]), mask)
+    assert people.keep_people(mask, []) is mask
+
+
+def test_people_who_touch_are_one_region() -> None:
+    mask = _two_people(gap=120)  # the right ellipse moved left until they overlap
+    _, n = people.regions_at_threshold(mask)
+    assert n == 1
+    assert np.array_equal(people.keep_people(mask, [(240, 330)]), mask)
+
+
+def test_a_loose_piece_goes_with_the_nearest_person() -> None:
+    mask = _two_people()
+    mask[300:306, 155:158] = 255  # a small piece just left of the left person (a detached hand)
+    kept = people.keep_people(mask, [(240, 330)])
+    assert kept[300:306, 155:158].min() == 255
+    dropped = people.keep_people(mask, [(560, 360)])
+    assert dropped[300:306, 155:158].max() == 0
+
+
+def test_a_point_outside_the_mask_is_an_error() -> None:
+    with pytest.raises(ValueError, match="outside the 800x600 mask"):
+        people.keep_people(_two_people(), [(800, 10)])
+
+
+def test_an_empty_mask_stays_empty() -> None:
+    empty = np.zeros((50, 60), np.uint8)
+    assert people.keep_people(empty, [(5, 5)]).max() == 0
+
+
+def test_camera_sized_masks_map_back_to_full_resolution() -> None:
+    mask = _two_people(3000, 4000)
+    kept = people.keep_people(mask, [(1200, 1650)])
+    assert kept.shape == mask.shape
+    assert np.array_equal(kept[:, :2000], mask[:, :2000]) and kept[:, 2300:].max() == 0
