@@ -31,9 +31,9 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
         sys.path.insert(0, _p)
 
 from handler.contract import MODEL_NAME, default_blur_radius  # noqa: E402
-from handler.request import Failure, Job, RequestError, parse_request  # noqa: E402
+from handler.request import Failure, Job, RequestError, check_points, parse_request  # noqa: E402
 from handler.shared_key import REFUSED_MESSAGE, REFUSED_STATUS, authorized, load_key  # noqa: E402
-from segmenter import checkpoint, imaging, matting  # noqa: E402
+from segmenter import checkpoint, harmonize, imaging, matting, people  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
 
@@ -146,6 +146,7 @@ class PersonSegmenterHandler(BaseHandler):
             try:
                 req = parse_request(row, get)
                 image = imaging.decode_image(req.image)
+                check_points(req.options.keep, *image.size)  # keep points must lie in the photo as decoded
                 background = None
                 if req.background_image is not None:
                     background = imaging.decode_image(req.background_image, what="background image")
@@ -217,22 +218,36 @@ def render(job: Job) -> bytes:
     """The encoded answer for a job whose mask is computed."""
     opts, image, mask = job.options, job.image, job.mask
     assert mask is not None
+    if opts.keep:  # choose who stays: the people no point chose leave the mask, so the cut-out and composite
+        mask = people.keep_people(mask, opts.keep)
     if opts.mode == "mask":
         return imaging.encode_png(mask)
     photo = image
     if opts.matting:  # a soft matte and the person's own colours at the outline: no fringe of the old background
         edge = matting.matte(image, mask)
         photo, mask = edge.foreground, edge.alpha
+    background: Image.Image | tuple[int, int, int] | None = None
+    if opts.harmonizes or (opts.mode == "composite" and opts.background != "transparent"):
+        background = _background(job)
+    if opts.harmonizes:  # the person's colours moved from the photo's light to the new background's
+        assert isinstance(background, Image.Image)
+        photo = harmonize.harmonize(photo, mask, image, background, opts.harmonize)
     if opts.mode == "cutout" or opts.background == "transparent":
         return imaging.encode_png(imaging.cutout(photo, mask))
-    if opts.background == "image":
-        assert job.background is not None
-        background: Image.Image | tuple[int, int, int] = imaging.cover(job.background, image.size)
-    elif opts.background == "blur":
-        background = imaging.blurred(image, opts.blur_radius or default_blur_radius(*image.size))
-    else:
-        background = opts.background  # an RGB tuple
+    assert background is not None
     result = imaging.composite(photo, mask, background)
     if opts.format == "jpeg":
         return imaging.encode_jpeg(result, quality=opts.quality)
     return imaging.encode_png(result)
+
+
+def _background(job: Job) -> Image.Image | tuple[int, int, int]:
+    """What goes behind the person: the uploaded image fitted to the photo, the photo blurred, or a colour."""
+    opts, image = job.options, job.image
+    if opts.background == "image":
+        assert job.background is not None
+        return imaging.cover(job.background, image.size)
+    if opts.background == "blur":
+        return imaging.blurred(image, opts.blur_radius or default_blur_radius(*image.size))
+    assert isinstance(opts.background, tuple)
+    return opts.background  # an RGB tuple

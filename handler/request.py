@@ -23,11 +23,17 @@ from handler.contract import (
     BACKGROUND_KEYWORDS,
     BLUR_RADIUS_RANGE,
     DEFAULT_BACKGROUND,
+    DEFAULT_HARMONIZE,
     DEFAULT_QUALITY,
     DEFAULT_ZOOM,
     FORMATS,
+    HARMONIZE_RANGE,
     IMAGE_FIELD,
+    KEEP_COORD_SEPARATOR,
+    KEEP_POINT_SEPARATOR,
     MATTING_MODES,
+    MAX_KEEP_LENGTH,
+    MAX_KEEP_POINTS,
     MAX_OPTION_LENGTH,
     MODES,
     OPTION_HEADERS,
@@ -74,6 +80,14 @@ class Options:
     tta: str = "none"
     zoom: str = DEFAULT_ZOOM
     matting: bool = True  # the edge stage for cutout and composite (segmenter/matting.py)
+    keep: tuple[tuple[float, float], ...] = ()  # points that choose who stays; () keeps everyone
+    harmonize: float = DEFAULT_HARMONIZE  # match the person's light to an image or blurred background
+
+    @property
+    def harmonizes(self) -> bool:
+        """Whether the light is matched: a strength above 0, a result with colours, and a background
+        that has light (an image or the photo blurred); a plain colour has none, so it is ignored there."""
+        return self.harmonize > 0 and self.mode != "mask" and self.background in ("image", "blur")
 
     @property
     def content_type(self) -> str:
@@ -115,12 +129,13 @@ def _quote(value: str) -> str:
     return repr(value) if len(value) <= _QUOTE_CHARS else repr(value[:_QUOTE_CHARS]) + "..."
 
 
-def _text(value: Any, name: str) -> str:
-    """A form field or header value as stripped text (fields arrive as bytearray); at most
-    ``MAX_OPTION_LENGTH`` long, so nothing big is parsed or quoted back."""
-    if isinstance(value, (bytes, bytearray, str)) and len(value) > MAX_OPTION_LENGTH:
-        raise RequestError(f"option {name!r} is too long ({len(value):,} characters; option values are at most "
-                           f"{MAX_OPTION_LENGTH}); files go in the multipart fields 'image' or 'background'")
+def _text(value: Any, name: str, limit: int = MAX_OPTION_LENGTH) -> str:
+    """A form field or header value as stripped text (fields arrive as bytearray); at most ``limit``
+    (``MAX_OPTION_LENGTH``, or ``MAX_KEEP_LENGTH`` for a list of points) long, so nothing big is parsed
+    or quoted back."""
+    if isinstance(value, (bytes, bytearray, str)) and len(value) > limit:
+        raise RequestError(f"option {name!r} is too long ({len(value):,} characters; this option's values are "
+                           f"at most {limit}); files go in the multipart fields 'image' or 'background'")
     if isinstance(value, (bytes, bytearray)):
         try:
             value = bytes(value).decode("utf-8")
@@ -166,6 +181,36 @@ def _background(value: str) -> tuple[int, int, int] | str:
                            "or an uploaded image in the multipart file field 'background'") from None
 
 
+def parse_points(value: str) -> tuple[tuple[float, float], ...]:
+    """``"x,y;x,y"`` -> points (photo pixels after EXIF orientation); whether they lie inside the photo is
+    ``check_points``' job, once the photo is decoded."""
+    entries = value.split(KEEP_POINT_SEPARATOR)
+    if len(entries) > MAX_KEEP_POINTS:
+        raise RequestError(f"keep has {len(entries)} points; at most {MAX_KEEP_POINTS} are allowed")
+    points = []
+    for number, entry in enumerate(entries, 1):
+        parts = entry.split(KEEP_COORD_SEPARATOR)
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            x, y = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise RequestError(f"keep point {number} {_quote(entry.strip())} is badly formed; expected x,y in "
+                               f"the photo's pixels, points separated by ';' (e.g. 120,340;610,300)") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise RequestError(f"keep point {number} {_quote(entry.strip())} is not a pair of finite numbers")
+        points.append((x, y))
+    return tuple(points)
+
+
+def check_points(points: tuple[tuple[float, float], ...], width: int, height: int) -> None:
+    """Every keep point must lie in the photo as decoded (EXIF orientation applied): 0 <= x < width."""
+    for number, (x, y) in enumerate(points, 1):
+        if not (0 <= x < width and 0 <= y < height):
+            raise RequestError(f"keep point {number} ({x:g},{y:g}) is outside the photo, which is {width}x{height} "
+                               f"pixels after its EXIF orientation (x 0 to {width - 1}, y 0 to {height - 1})")
+
+
 def parse_options(raw: Mapping[str, str], has_background_image: bool = False) -> Options:
     """Validate option values (already merged from fields and headers; empty means default)."""
     raw = {k: v for k, v in raw.items() if v != ""}
@@ -186,13 +231,17 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     quality = DEFAULT_QUALITY
     if "quality" in raw:
         quality = int(_number(raw["quality"], "quality", *QUALITY_RANGE))
+    keep = parse_points(raw["keep"]) if "keep" in raw else ()
+    harmonize = DEFAULT_HARMONIZE
+    if "harmonize" in raw:
+        harmonize = _number(raw["harmonize"], "harmonize", *HARMONIZE_RANGE)
     if fmt == "jpeg" and mode != "composite":
         raise RequestError(f"format jpeg is only for mode composite; mode {mode} is always PNG "
                            "(it needs exact values or an alpha channel)")
     if fmt == "jpeg" and background == "transparent":
         raise RequestError("background transparent needs format png (JPEG has no alpha channel)")
     return Options(mode=mode, background=background, format=fmt, blur_radius=radius, refine=refine,
-                   quality=quality, tta=tta, zoom=zoom, matting=matting)
+                   quality=quality, tta=tta, zoom=zoom, matting=matting, keep=keep, harmonize=harmonize)
 
 
 def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest:
@@ -238,13 +287,14 @@ def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest
 
     raw: dict[str, str] = {}
     for name, header_name in OPTION_HEADERS.items():
+        limit = MAX_KEEP_LENGTH if name == "keep" else MAX_OPTION_LENGTH
         if name in fields:
-            raw[name] = _text(fields[name], name)
+            raw[name] = _text(fields[name], name, limit)
         else:
             value = header(header_name)
             if value is not None:
-                raw[name] = _text(value, header_name)
+                raw[name] = _text(value, header_name, limit)
     options = parse_options(raw, has_background_image=background_image is not None)
-    if options.mode != "composite":
+    if options.mode != "composite" and not options.harmonizes:
         background_image = None  # not needed: do not spend time decoding it
     return ParsedRequest(image=bytes(image), options=options, background_image=background_image)
