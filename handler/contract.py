@@ -72,8 +72,10 @@ KEEP_COORD_SEPARATOR = ","  # between a point's x and y
 MAX_KEEP_POINTS = 32  # more points than this is a 400
 MAX_KEEP_LENGTH = 512  # characters of a keep value (other options are at most MAX_OPTION_LENGTH)
 # match the light: how far the person's colour and brightness move toward the new background's,
-# 0 (off, the default) to 1. It needs a background that has light: an image or "blur"; with a colour
-# or "transparent", or in mode "mask" or "cutout", it changes nothing.
+# 0 (off, the default) to 1. It needs a background that has light, an image or "blur": in mode
+# "composite", and in mode "cutout" when the request also sends that background (the cut-out's colours
+# are matched to it; the background itself is not drawn). With a colour or "transparent", or in mode
+# "mask", it is ignored (not an error), so a client may always send its slider's value.
 HARMONIZE_RANGE = (0.0, 1.0)
 DEFAULT_HARMONIZE = 0.0
 # Option name (multipart field) -> header name. Fields win over headers when both are sent.
