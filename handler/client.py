@@ -4,6 +4,8 @@
     python -m handler.client a.jpg b.jpg --background beach.jpg --format jpeg --out done/
     python -m handler.client photos/ --mode cutout --out cutouts/      # transparent PNGs
     python -m handler.client photos/ --background blur --out blurred/
+    python -m handler.client group.jpg --keep 640,410 --out done/    # only the person at that point
+    python -m handler.client me.jpg --background beach.jpg --harmonize 0.6 --out done/  # the beach's light
 
 Each input is sent as a multipart request (docs/API.md); results go to ``--out`` as
 ``<name>.png`` or ``<name>.jpg``. An existing file is never overwritten unless ``--overwrite``
@@ -164,10 +166,18 @@ class Client:
                 background_image: bytes | str | Path | None = None, format: str | None = None,
                 refine: str | None = None, blur_radius: float | None = None,
                 quality: int | None = None, tta: str | None = None, matting: str | None = None,
-                zoom: str | None = None) -> Result:
-        """Send one photo; return the result or raise ``ClientError`` with the server's message."""
+                zoom: str | None = None, keep: str | Sequence[tuple[float, float]] | None = None,
+                harmonize: float | None = None) -> Result:
+        """Send one photo; return the result or raise ``ClientError`` with the server's message.
+
+        ``keep`` is ``"x,y;x,y"`` or a list of (x, y) points in the photo's pixels (after its EXIF
+        orientation); ``harmonize`` a strength from 0 to 1 (docs/API.md).
+        """
+        if keep is not None and not isinstance(keep, str):
+            keep = contract.KEEP_POINT_SEPARATOR.join(f"{x:g}{contract.KEEP_COORD_SEPARATOR}{y:g}" for x, y in keep)
         data = {"mode": mode, "background": background, "format": format, "refine": refine, "tta": tta,
-                "matting": matting, "zoom": zoom,
+                "matting": matting, "zoom": zoom, "keep": keep,
+                "harmonize": None if harmonize is None else str(harmonize),
                 "blur_radius": None if blur_radius is None else str(blur_radius),
                 "quality": None if quality is None else str(quality)}
         files = {contract.IMAGE_FIELD: _file_part(image, "image")}
@@ -296,6 +306,34 @@ def replace_backgrounds(client: Client, inputs: Sequence[Path], out_dir: Path, *
     return summary
 
 
+def keep_points(text: str) -> str:
+    """An argparse type for ``--keep``: ``X,Y`` or ``X,Y;X,Y``, checked here so a typo fails before any
+    upload (whether the points lie inside each photo only the server can tell)."""
+    points = [p.strip() for p in text.split(contract.KEEP_POINT_SEPARATOR)]
+    for point in points:
+        parts = point.split(contract.KEEP_COORD_SEPARATOR)
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            float(parts[0]), float(parts[1])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{point!r} is not a point X,Y in the photo's pixels "
+                                             "(e.g. --keep 640,410)") from None
+    return contract.KEEP_POINT_SEPARATOR.join(points)
+
+
+def strength(text: str) -> float:
+    """An argparse type for ``--harmonize``: a number in ``contract.HARMONIZE_RANGE``."""
+    low, high = contract.HARMONIZE_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is outside {low:g} to {high:g}")
+    return value
+
+
 def _server_of(args: argparse.Namespace) -> tuple[str, str]:
     """(inference URL, model): as given, else as ``handler.serve`` recorded them beside the key file,
     so the client follows a server started on other ports or with another model without options."""
@@ -322,6 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--zoom", choices=list(contract.ZOOM_MODES),
                    help="a second, closer look for small people: auto (default: only where the first look finds "
                         "no tall person), on (every photo), off")
+    p.add_argument("--keep", type=keep_points, action="append", metavar="X,Y",
+                   help="keep only the person at this point (photo pixels, after EXIF orientation) or nearest to "
+                        "it, dropping the others; repeat it or write X,Y;X,Y for more people. The same points go "
+                        f"with every photo (at most {contract.MAX_KEEP_POINTS})")
+    p.add_argument("--harmonize", type=strength, metavar="STRENGTH",
+                   help="match the person's light to the background, 0 (off, default) to 1; needs an image "
+                        "or blur background (ignored on a colour)")
     p.add_argument("--blur-radius", type=float, help="background blur radius in pixels")
     p.add_argument("--quality", type=int, help="JPEG quality 1-100")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -340,7 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
-               "quality": args.quality, "tta": args.tta, "matting": args.matting, "zoom": args.zoom}
+               "quality": args.quality, "tta": args.tta, "matting": args.matting, "zoom": args.zoom,
+               "keep": contract.KEEP_POINT_SEPARATOR.join(args.keep) if args.keep else None,
+               "harmonize": args.harmonize}
     if args.background and Path(args.background).is_file():
         options["background_image"] = Path(args.background)
     else:
