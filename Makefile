@@ -125,4 +125,4 @@ clean:
 container-test: setup
 	bash tests/container/prepare.sh
 	CONTAINER_TEST=1 CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/tests/container/containers.conf} \
-	    $(PY) -m pytest tests/container -ra -p no:cacheprovider
+	    GIMP_ROOT=$(GIMP_ROOT) $(PY) -m pytest tests/container -ra -p no:cacheprovider

@@ -26,7 +26,7 @@ if ! podman image exists "$base"; then
         tmp="$(mktemp -d)"
         trap 'rm -rf "$tmp"' EXIT
         if mmdebstrap --quiet --variant=minbase bookworm "$tmp/rootfs.tar" \
-            && podman import --change 'ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            && podman import --quiet --change 'ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
                    "$tmp/rootfs.tar" "$base" >/dev/null; then
             echo "container-test: made $base"
         else
