@@ -16,10 +16,14 @@
 #   replace_background_pixels    GIMP pixel I/O, PDB procedures, temporary images, progress
 #   replace_background_prepare   export the layer, ask, decode, soften, build the background
 #   replace_background_edit      the edit, one function per Output, and its rollback
+#   replace_background_dialog    the dialog: the photographer's choices first, the connection folded away
+#   replace_background_keep      who stays: one point per part of the selection (standard library only)
+#   replace_background_selection the selection sampled over the layer, for those points
 """GIMP 3 plug-in "Replace Background...": procedure ``python-fu-replace-background``."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
@@ -37,10 +41,13 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 import replace_background_core as core  # noqa: E402
-from gi.repository import Gegl, Gimp, GimpUi, Gio, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
+from replace_background_dialog import show_dialog  # noqa: E402
 from replace_background_edit import apply_edit  # noqa: E402
+from replace_background_keep import keep_value  # noqa: E402
 from replace_background_pixels import Progress, TempImages, log  # noqa: E402
-from replace_background_prepare import fetch_mask, prepare_background  # noqa: E402
+from replace_background_prepare import export_png, fetch_mask, prepare_background  # noqa: E402
+from replace_background_selection import has_selection, keep_points  # noqa: E402
 
 PROC_NAME = "python-fu-replace-background"
 MENU_PATH = "<Image>/Filters/Enhance"
@@ -57,6 +64,12 @@ EDGES = (
     ("matte", "Soft matte (the photo's pixels untouched)"),
     ("off", "The model's mask as it is"),
 )
+ZOOMS = (
+    ("auto", "Automatic (a closer look when the people are small)"),
+    ("on", "Always (slower)"),
+    ("off", "Off (fastest)"),
+)
+LIGHT_BACKGROUNDS = ("image", "blur")  # the backgrounds that have a light to match
 OUTPUTS = (
     ("mask", "Layer mask on the photo + background layer (non-destructive)"),
     ("new-layer", "New layer with the composite"),
@@ -77,6 +90,17 @@ class Options:
     grow: int
     feather: float
     edge: str = "colours"
+    keep_selection: bool = True
+    match_light: float = 0.0
+
+    @property
+    def light(self) -> bool:
+        """Match light is on and the background has a light to match (a colour or nothing has none)."""
+        return self.match_light > 0 and self.background in LIGHT_BACKGROUNDS
+
+    @property
+    def plan(self) -> core.RequestPlan:
+        return core.plan_request(self.edge, self.light)
 
     @classmethod
     def from_config(cls, config: Gimp.ProcedureConfig) -> Options:
@@ -101,6 +125,7 @@ class Options:
             tta="flip" if config.get_property("mirror-pass") else "none",
             mode=core.EDGE_MODES[edge],
         )
+        server = dataclasses.replace(server, zoom=config.get_property("zoom"))
         core.predictions_url(server.url, server.model)  # validate before any pixel is read
         opts = cls(
             server=server,
@@ -112,7 +137,12 @@ class Options:
             grow=int(config.get_property("grow")),
             feather=float(config.get_property("feather")),
             edge=edge,
+            keep_selection=bool(config.get_property("keep-selected-people")),
+            match_light=float(config.get_property("match-light")),
         )
+        plan = opts.plan
+        opts.server = dataclasses.replace(opts.server, mode=plan.mode, matting=plan.matting,
+                                          harmonize=opts.match_light if opts.light else 0.0)
         if opts.background == "image" and opts.image_file is None:
             raise core.PluginError(
                 "Background is 'Image file' but no Background image was chosen. "
@@ -163,9 +193,13 @@ def replace_background(image: Gimp.Image, drawables: list[Gimp.Drawable],
     progress = Progress()
     try:
         # all network work and everything else that can fail happens before the image is touched
-        answer = fetch_mask(layer, opts.server, opts.edge, opts.grow, opts.feather, progress, temps)
+        server = opts.server
+        if opts.keep_selection:
+            server = dataclasses.replace(server, keep=keep_value(keep_points(image, layer)))
         background = prepare_background(image, layer, opts.background, opts.color, opts.image_file,
                                         opts.blur_radius, temps)
+        light = export_png(background.layer) if opts.light and background and background.layer else None
+        answer = fetch_mask(layer, server, opts.plan.colours, opts.grow, opts.feather, progress, temps, light)
         Gimp.context_push()
         image.undo_group_start()
         try:
@@ -178,32 +212,6 @@ def replace_background(image: Gimp.Image, drawables: list[Gimp.Drawable],
     finally:
         temps.close()
         Gimp.progress_end()
-
-
-def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
-    """The ProcedureDialog, grouped in three frames; GIMP remembers the values between runs."""
-    GimpUi.init(PROC_NAME)
-    dialog = GimpUi.ProcedureDialog.new(procedure, config, "Replace Background")
-    groups = (
-        ("server", "Server", ["server-url", "model-name", "inference-key", "key-file", "timeout"]),
-        ("background", "Background", ["background", "background-color", "background-image", "blur-radius"]),
-        ("output", "Result", ["mirror-pass", "edge", "output", "grow", "feather"]),
-    )
-    for key, title, props in groups:
-        dialog.get_label(f"{key}-title", title, False, False)
-        dialog.fill_box(f"{key}-box", props)
-        dialog.fill_frame(f"{key}-frame", f"{key}-title", False, f"{key}-box")
-    for prop, value in (("background-color", "color"), ("background-image", "image"), ("blur-radius", "blur")):
-        try:  # grey out options that the chosen background does not use
-            values = Gimp.ValueArray.new(1)
-            values.append(GObject.Value(GObject.TYPE_STRING, value))
-            dialog.set_sensitive_if_in(prop, None, "background", values, True)
-        except Exception as exc:  # cosmetic only: never block the dialog
-            log("set_sensitive_if_in failed:", exc)
-    dialog.fill(["server-frame", "background-frame", "output-frame"])
-    ok = dialog.run()
-    dialog.destroy()
-    return bool(ok)
 
 
 def _choice(items: tuple[tuple[str, str], ...]) -> Gimp.Choice:
@@ -220,6 +228,7 @@ def add_arguments(procedure: Gimp.ImageProcedure) -> None:
     """The procedure's arguments in the dialog's three groups, then its return values."""
     add_server_arguments(procedure)
     add_background_arguments(procedure)
+    add_people_arguments(procedure)
     add_result_arguments(procedure)
     add_return_values(procedure)
 
@@ -259,10 +268,32 @@ def add_background_arguments(procedure: Gimp.ImageProcedure) -> None:
     )
 
 
+def add_people_arguments(procedure: Gimp.ImageProcedure) -> None:
+    """Who stays and how the person's light is matched."""
+    procedure.add_boolean_argument(
+        "keep-selected-people", "Keep onl_y the people in the selection",
+        "When the image has a selection, only the people in it stay (one point per part of the selection goes "
+        "to the server); without a selection everyone stays",
+        True, RW,
+    )
+    procedure.add_choice_argument(
+        "zoom", "Find sm_all people",
+        "A closer look for people who are small in the photo: automatic (only when the first look finds no "
+        "tall person), always, or off (fastest)",
+        _choice(ZOOMS), core.contract.DEFAULT_ZOOM, RW,
+    )
+    procedure.add_double_argument(
+        "match-light", "Match li_ght",
+        "Move the person's colour and brightness toward the new background's (Background = image or blurred "
+        "copy): 0 off, 1 fully. The person's matched colours go on a copy of the photo; the photo stays as it is",
+        0.0, 1.0, 0.0, RW,
+    )
+
+
 def add_result_arguments(procedure: Gimp.ImageProcedure) -> None:
     """How good the mask is asked to be and how the result is added to the image."""
     procedure.add_boolean_argument(
-        "mirror-pass", "Mirror pass (more _accurate, slower)",
+        "mirror-pass", "Mirror pass (more accurate, slo_wer)",
         "Also segment the mirrored layer and average the two masks: a better mask, a little slower",
         True, RW,
     )
@@ -275,7 +306,7 @@ def add_result_arguments(procedure: Gimp.ImageProcedure) -> None:
     )
     procedure.add_choice_argument("output", "Out_put", "How the result is added", _choice(OUTPUTS), "mask", RW)
     procedure.add_int_argument(
-        "grow", "_Grow mask (px)", "Grow the person mask by this many pixels; negative values shrink it",
+        "grow", "Grow mask (p_x)", "Grow the person mask by this many pixels; negative values shrink it",
         -100, 100, 0, RW,
     )
     procedure.add_double_argument(
@@ -339,7 +370,7 @@ class ReplaceBackground(Gimp.PlugIn):
         if run_mode == Gimp.RunMode.INTERACTIVE:
             # show white, not the transparent black GIMP 3.0 hands over for an unset colour
             config.set_property("background-color", _color_or_default(config.get_property("background-color")))
-            if not show_dialog(procedure, config):
+            if not show_dialog(procedure, config, has_selection(image), PROC_NAME):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
         try:
             opts = Options.from_config(config)

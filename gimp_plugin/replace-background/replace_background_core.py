@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import uuid
 from collections.abc import Callable
 from http.client import HTTPException
 
@@ -48,7 +49,9 @@ __all__ = [
     "PROJECT_RECORD",
     "PluginError",
     "ServerSettings",
+    "RequestPlan",
     "build_mask_request",
+    "build_body",
     "check_layer_size",
     "check_mask_format",
     "check_png_complete",
@@ -56,6 +59,7 @@ __all__ = [
     "default_blur_radius",
     "explain_http_error",
     "explain_url_error",
+    "plan_request",
     "predictions_url",
     "project_folder",
     "read_key_file",
@@ -147,6 +151,33 @@ def renewed(settings: ServerSettings) -> ServerSettings | None:
     return dataclasses.replace(settings, key=key)
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestPlan:
+    """What one run asks the server for, from the Edge option and whether Match light is on.
+
+    ``colours`` says where the person layer takes the answer's colours: "" nowhere (the photo's own
+    pixels under the mask), "edge" where the matte is soft (the person's own colours at the outline),
+    "person" wherever the person shows (the light-matched colours, which change the whole person).
+    """
+
+    mode: str
+    matting: bool
+    colours: str
+
+
+def plan_request(edge: str, light: bool) -> RequestPlan:
+    """The request for Edge = ``edge`` ("colours", "matte", "off"); ``light``: Match light is on.
+
+    Match light needs the person's colours from the server, so it asks for a cut-out even with
+    Edge = off (then without the edge stage: the model's mask as alpha).
+    """
+    if edge not in EDGE_MODES:
+        raise PluginError(f"Unknown Edge refinement {edge!r}. Fix: choose one of {', '.join(EDGE_MODES)}.")
+    if light:
+        return RequestPlan("cutout", edge != "off", "person")
+    return RequestPlan(EDGE_MODES[edge], edge != "off", "edge" if edge == "colours" else "")
+
+
 def build_mask_request(settings: ServerSettings) -> tuple[str, dict[str, str]]:
     """The URL and headers of the ``mode=mask`` (or ``cutout``) request of docs/API.md: a raw PNG body,
     ``X-`` options.
@@ -154,20 +185,45 @@ def build_mask_request(settings: ServerSettings) -> tuple[str, dict[str, str]]:
     A raw body is simpler and cheaper than multipart for a single image; ``Content-Type`` is
     mandatory because TorchServe treats a body without one as a form and fails. A cut-out asks for
     the edge stage by name, so that a server whose default changes still answers with the soft matte.
+    Servers older than an option ignore its header, so the options are always safe to send.
     """
-    headers = {"Content-Type": "image/png", contract.OPTION_HEADERS["mode"]: settings.mode,
+    option = contract.OPTION_HEADERS
+    headers = {"Content-Type": "image/png", option["mode"]: settings.mode, option["zoom"]: settings.zoom,
                "Accept": "image/png, application/json"}
     if settings.mode == "cutout":
-        headers[contract.OPTION_HEADERS["matting"]] = "on"
+        headers[option["matting"]] = "on" if settings.matting else "off"
     if settings.tta != "none":
-        headers[contract.OPTION_HEADERS["tta"]] = settings.tta
+        headers[option["tta"]] = settings.tta
+    if settings.keep:
+        headers[option["keep"]] = settings.keep
+    if settings.harmonize > 0:
+        headers[option["harmonize"]] = format(round(settings.harmonize, 3), "g")
     if settings.key:
         headers["Authorization"] = "Bearer " + settings.key
     return predictions_url(settings.url, settings.model), headers
 
 
+def build_body(png: bytes, background: bytes | None = None) -> tuple[bytes, str]:
+    """The request body and its Content-Type: the layer's PNG alone, or with the background as a form.
 
-def request_mask(settings: ServerSettings, png: bytes, tick: Callable[[], None] | None = None) -> bytes:
+    Match light sends the exact background GIMP will put under the person (multipart fields
+    ``image`` and ``background``, docs/API.md), so that the person's light is matched to what the
+    user sees, not to the server's own version of it.
+    """
+    if background is None:
+        return png, "image/png"
+    boundary = "replace-background-" + uuid.uuid4().hex
+    parts = []
+    for name, data in ((contract.IMAGE_FIELD, png), (contract.BACKGROUND_FIELD, background)):
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n")
+        parts += [head.encode("ascii"), data, b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode("ascii"))
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def request_mask(settings: ServerSettings, png: bytes, tick: Callable[[], None] | None = None,
+                 background: bytes | None = None) -> bytes:
     """POST the PNG and return the answer body, or raise ``PluginError`` with cause and fix.
 
     The whole exchange is bounded by the user's Timeout (``contract.run_with_deadline``, the transport
@@ -175,24 +231,25 @@ def request_mask(settings: ServerSettings, png: bytes, tick: Callable[[], None] 
     it waits. A key from a key file that the server refuses (expired after ``token_expiration_min``,
     or rotated) is renewed with the file's API key and the request sent once more, so a server that
     has run all day still works with no user action. Proxies are never used: the photo goes to the
-    server the user named and nowhere else.
+    server the user named and nowhere else. ``background``: the PNG Match light matches the person to.
     """
+    body = build_body(png, background)
     try:
-        return contract.run_with_deadline(lambda deadline: _ask(settings, png, deadline), settings.timeout, tick)
+        return contract.run_with_deadline(lambda deadline: _ask(settings, body, deadline), settings.timeout, tick)
     except contract.DeadlineExceeded:
         raise PluginError(timeout_message(settings)) from None
 
 
-def _ask(settings: ServerSettings, png: bytes, deadline: contract.Deadline) -> bytes:
+def _ask(settings: ServerSettings, body: tuple[bytes, str], deadline: contract.Deadline) -> bytes:
     try:
-        return _post_mask(settings, png, deadline)
+        return _post_mask(settings, body, deadline)
     except _RefusedKey as refused:
         fresh = renewed(settings)
         if fresh is None:
             raise PluginError(refused.message) from None
         _log_renewal(settings)
     try:
-        return _post_mask(fresh, png, deadline)
+        return _post_mask(fresh, body, deadline)
     except _RefusedKey as refused:
         raise PluginError(refused.message) from None
 
@@ -211,11 +268,12 @@ def _log_renewal(settings: ServerSettings) -> None:
           file=sys.stderr, flush=True)
 
 
-def _post_mask(settings: ServerSettings, png: bytes, deadline: contract.Deadline) -> bytes:
+def _post_mask(settings: ServerSettings, body: tuple[bytes, str], deadline: contract.Deadline) -> bytes:
     """One POST of the mask request; ``_RefusedKey`` for a refused key, ``PluginError`` for the rest."""
     url, headers = build_mask_request(settings)
+    headers["Content-Type"] = body[1]
     try:
-        answer, connection = contract.post(url, png, headers, deadline)
+        answer, connection = contract.post(url, body[0], headers, deadline)
         connection.close()
     except (OSError, HTTPException) as exc:
         raise PluginError(explain_url_error(exc, settings)) from None

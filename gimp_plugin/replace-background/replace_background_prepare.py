@@ -35,6 +35,9 @@ from replace_background_pixels import (  # noqa: E402
 # alpha -> 255 where the matte is soft (0 < alpha < 255), else 0: the pixels whose colour is a mix of
 # person and old background, and the only ones whose colour the edge stage changes that can be seen
 SOFT_BAND = bytes([0] + [255] * 254 + [0])
+# alpha -> 255 wherever the person shows: Match light changes the colours of the whole person
+PERSON = bytes([0] + [255] * 255)
+COLOUR_REGIONS = {"edge": SOFT_BAND, "person": PERSON}
 
 
 @dataclass
@@ -89,23 +92,25 @@ def export_png(layer: Gimp.Layer) -> bytes:
         unlink_quietly(path)
 
 
-def fetch_mask(layer: Gimp.Layer, server: core.ServerSettings, edge: str, grow: int, feather: float,
-               progress: Progress, temps: TempImages) -> Answer:
-    """Export the layer, ask the server, decode its answer: the mask and, for Edge=colours, the colours."""
+def fetch_mask(layer: Gimp.Layer, server: core.ServerSettings, colours: str, grow: int, feather: float,
+               progress: Progress, temps: TempImages, background: bytes | None = None) -> Answer:
+    """Export the layer, ask the server, decode its answer: the mask and, where ``colours`` says
+    (``core.RequestPlan``), the answer's colours. ``background``: the PNG that Match light matches to."""
     w, h = layer.get_width(), layer.get_height()
     core.check_layer_size(w, h)
     progress.stage("encoding the layer as PNG", 0.0, 0.35)
     png = export_png(layer)
-    log(f"layer {layer.get_name()!r} {w}x{h}, {len(png)} bytes PNG -> {server.url} (mode={server.mode})")
+    log(f"layer {layer.get_name()!r} {w}x{h}, {len(png)} bytes PNG -> {server.url} (mode={server.mode}, "
+        f"zoom={server.zoom}, keep={server.keep or 'everyone'}, harmonize={server.harmonize:g})")
 
     progress.stage(f"waiting for the server at {server.url}", 0.35, 0.6)
     t0 = time.monotonic()
-    answer = core.request_mask(server, png, tick=Gimp.progress_pulse)  # bounded by Timeout as a whole
+    answer = core.request_mask(server, png, tick=Gimp.progress_pulse, background=background)  # bounded by Timeout
     log(f"answer {len(answer)} bytes in {time.monotonic() - t0:.2f} s")
 
     progress.stage("decoding the answer", 0.6, 0.7)
     decoded = decode_answer(answer, (w, h), server, temps)
-    colours = None
+    colour_layer = None
     if server.mode == "mask":
         # The PNG holds plain 0..255 mask values; reading "Y' u8" from the loaded (non-linear) image
         # returns them unchanged.
@@ -113,11 +118,11 @@ def fetch_mask(layer: Gimp.Layer, server: core.ServerSettings, edge: str, grow: 
     else:
         rgba = read_pixels(decoded, "R'G'B'A u8", 4, progress)
         mask = rgba[3::4]  # the soft matte
-        if edge == "colours":
-            colours = edge_colours(decoded, rgba, mask, layer.get_image())
+        if colours:
+            colour_layer = edge_colours(decoded, rgba, mask, layer.get_image(), COLOUR_REGIONS[colours])
     if grow or feather:
         mask = soften_mask(mask, w, h, grow, feather, temps)
-    return Answer(mask, colours)
+    return Answer(mask, colour_layer)
 
 
 def decode_answer(answer: bytes, size: tuple[int, int], server: core.ServerSettings,
@@ -140,16 +145,18 @@ def decode_answer(answer: bytes, size: tuple[int, int], server: core.ServerSetti
     return decoded
 
 
-def edge_colours(cutout: Gimp.Layer, rgba: bytes, alpha: bytes, target: Gimp.Image) -> Gimp.Layer:
-    """Turn the decoded cut-out into the colours layer: opaque only where the matte is soft.
+def edge_colours(cutout: Gimp.Layer, rgba: bytes, alpha: bytes, target: Gimp.Image,
+                 region: bytes = SOFT_BAND) -> Gimp.Layer:
+    """Turn the decoded cut-out into the colours layer: opaque only where ``region`` maps the matte to 255.
 
-    Only those pixels take the server's colours: everywhere else the person layer keeps the photo's
-    own pixels at the image's precision, instead of the 8-bit copy the server sent back. The layer is
+    For the edge colours that is where the matte is soft: everywhere else the person layer keeps the
+    photo's own pixels at the image's precision, instead of the 8-bit copy the server sent back; Match
+    light's colours cover the whole person (``PERSON``). The layer is
     converted to the user's image's mode and precision here, before the edit, so nothing that can
     fail is left for the undo group.
     """
     data = bytearray(rgba)
-    data[3::4] = alpha.translate(SOFT_BAND)
+    data[3::4] = alpha.translate(region)
     write_pixels(cutout, "R'G'B'A u8", bytes(data))
     img = cutout.get_image()
     if target.get_base_type() == Gimp.ImageBaseType.GRAY:

@@ -56,6 +56,8 @@ PROJECT_RECORD = "replace_background_project.txt"
 # The plug-in's Edge option -> what it asks the server for: the model's mask as it is, or the edge stage's
 # cut-out (docs/API.md, matting), whose alpha is the soft matte and whose colours are the person's own.
 EDGE_MODES = {"off": "mask", "matte": "cutout", "colours": "cutout"}
+# Find small people (the server's zoom option): the dialog's choices, in the API's own words
+ZOOM_MODES = contract.ZOOM_MODES
 
 
 class PluginError(Exception):
@@ -81,6 +83,14 @@ class ServerSettings:
     project: str = ""
     # "mask": the model's mask; "cutout": the edge stage's soft matte (alpha) and person colours (RGB).
     mode: str = "mask"
+    # a cut-out with the edge stage (Edge = matte or colours), or with the model's mask as alpha (Edge = off)
+    matting: bool = True
+    # the closer look for small people: "auto" (when the first look finds no tall person), "on", "off"
+    zoom: str = contract.DEFAULT_ZOOM
+    # who stays: "x,y;x,y" in the layer's pixels (replace_background_keep); empty: everyone
+    keep: str = ""
+    # Match light: how far the person's colours move toward the background sent with the request, 0 to 1
+    harmonize: float = 0.0
 
 
 def predictions_url(base_url: str, model: str) -> str:

@@ -8,11 +8,16 @@ fault is chosen by the model name in the URL, e.g. ``/predictions/fault-size``.
 
 The mask is geometric (a soft-edged ellipse), so no image decoding is needed: the server reads
 only the PNG header of the upload to learn the size. A cut-out has that ellipse as alpha and one
-colour (``CUTOUT_RGB``) everywhere, so a test can tell the "person colours" from the photo's.
+colour (``CUTOUT_RGB``) everywhere, so a test can tell the "person colours" from the photo's; asked
+to match the light (``X-Harmonize`` with a multipart ``background``), it answers ``HARMONIZED_RGB`` instead.
+Each request's headers and multipart field names are kept (``requests``), so a test can check the
+options the plug-in sent (``X-Keep``, ``X-Zoom``, ``X-Harmonize``).
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 import json
 import math
@@ -38,6 +43,15 @@ def _png(image: Image.Image) -> bytes:
 
 
 CUTOUT_RGB = (200, 60, 30)  # the colour of every pixel of the fake cut-out
+HARMONIZED_RGB = (40, 90, 210)  # ... and of a cut-out whose light was matched to an uploaded background
+
+
+def multipart_fields(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The fields of a multipart/form-data body, by name (the standard library's MIME parser)."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+            for part in message.iter_parts()}
 
 
 def ellipse_mask(width: int, height: int) -> bytes:
@@ -53,6 +67,25 @@ def ellipse_mask(width: int, height: int) -> bytes:
             row[x] = max(0, min(255, round(255 * (0.5 - d / 3.0))))
         rows.append(bytes(row))
     return b"".join(rows)
+
+
+# models whose answer is always the same failure: (status, body, Content-Type)
+FAULTS = {
+    "fault-html": (200, b"<html><body>Welcome to nginx!</body></html>", "text/html"),
+    "fault-400": (400, json.dumps({"error": "image is 8x8; both sides must be at least 16 pixels"}).encode(),
+                  "application/json"),
+    "fault-503": (503, json.dumps({"code": 503, "type": "ServiceUnavailableException",
+                                   "message": "Prediction failed"}).encode(), "application/json"),
+}
+
+
+def _answer(mode: str, size: tuple[int, int], light: bool, rgb_only: bool = False) -> bytes:
+    """The ellipse as a mask, or as the alpha of a one-colour cut-out (``HARMONIZED_RGB`` when ``light``)."""
+    mask = Image.frombytes("L", size, ellipse_mask(*size))
+    if mode == "cutout":
+        rgb = Image.new("RGB", size, HARMONIZED_RGB if light else CUTOUT_RGB)
+        mask = Image.merge("RGBA", (*rgb.split(), mask))
+    return _png(mask.convert("RGB") if rgb_only else mask)
 
 
 class FakeMaskServer:
@@ -86,10 +119,12 @@ class FakeMaskServer:
             def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
                 pass
 
-            def _send(self, status: int, body: bytes, ctype: str) -> None:
+            def _send(self, status: int, body: bytes, ctype: str, size: str = "") -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                if size:  # as the real server says the photo's size
+                    self.send_header("X-Image-Size", size)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -101,24 +136,24 @@ class FakeMaskServer:
                 body = self.rfile.read(length)
                 parts = self.path.split("/")
                 model = parts[2] if len(parts) > 2 and parts[1] == "predictions" else ""
-                server.requests.append({"path": self.path, "headers": dict(self.headers), "size": len(body)})
+                fields: dict[str, bytes] = {}
+                if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
+                    fields = multipart_fields(self.headers["Content-Type"], body)
+                    body = fields.get("image", b"")
+                server.requests.append({"path": self.path, "headers": dict(self.headers), "size": len(body),
+                                        "fields": sorted(fields), "background": fields.get("background")})
                 if server.key and self.headers.get("Authorization") != f"Bearer {server.key}":
                     msg = "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
                     return self._json(400, {"code": 400, "type": "InvalidKeyException", "message": msg})
                 if model != server.model and not model.startswith("fault-"):
                     return self._json(404, {"code": 404, "type": "ModelNotFoundException",
                                             "message": f"Model not found: {model}"})
-                if model == "fault-html":
-                    return self._send(200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
-                if model == "fault-400":
-                    return self._json(400, {"error": "image is 8x8; both sides must be at least 16 pixels"})
-                if model == "fault-503":
-                    return self._json(503, {"code": 503, "type": "ServiceUnavailableException",
-                                            "message": "Prediction failed"})
+                if model in FAULTS:
+                    return self._send(*FAULTS[model])
                 if model == "fault-slow":
                     time.sleep(float(self.headers.get("X-Fake-Delay", "5")))
                 mode = self.headers.get("X-Mode")
-                if self.headers.get("Content-Type") != "image/png" or mode not in ("mask", "cutout"):
+                if (self.headers.get("Content-Type") != "image/png" and not fields) or mode not in ("mask", "cutout"):
                     return self._json(400, {"error": "fake server expects a raw image/png body with X-Mode: "
                                                      "mask or cutout"})
                 if not body.startswith(core.PNG_SIGNATURE) or len(body) < 33:
@@ -127,18 +162,11 @@ class FakeMaskServer:
                 if model == "fault-size":
                     width += 1
                 server.uploads.append(body)
-                mask = Image.frombytes("L", (width, height), ellipse_mask(width, height))
-                if mode == "cutout":
-                    mask = Image.merge("RGBA", (*Image.new("RGB", mask.size, CUTOUT_RGB).split(), mask))
-                png = _png(mask.convert("RGB") if model == "fault-rgb" else mask)
+                light = float(self.headers.get("X-Harmonize", "0")) > 0 and "background" in fields
+                png = _answer(mode, (width, height), light, rgb_only=model == "fault-rgb")
                 if model == "fault-truncated":
                     png = png[: len(png) // 2]
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("X-Image-Size", f"{width}x{height}")
-                self.send_header("Content-Length", str(len(png)))
-                self.end_headers()
-                self.wfile.write(png)
+                self._send(200, png, "image/png", f"{width}x{height}")
 
         return Handler
 

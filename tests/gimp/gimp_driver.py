@@ -167,6 +167,8 @@ def prepare(image, setup):
         under.fill(Gimp.FillType.WHITE)
     if setup.get("select"):
         image.select_rectangle(Gimp.ChannelOps.REPLACE, *setup["select"])
+    for rect in setup.get("select_more", []):  # more separate parts of the selection
+        image.select_ellipse(Gimp.ChannelOps.ADD, *rect)
     if setup.get("delete_file"):  # e.g. a key file that vanished since the last run
         os.remove(setup["delete_file"])
     if setup.get("lock"):

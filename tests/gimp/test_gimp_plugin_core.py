@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_mask_server import FakeMaskServer, core, ellipse_mask
+from fake_mask_server import HARMONIZED_RGB, FakeMaskServer, core, ellipse_mask
 from PIL import Image
 
 from tests.plugin_folder import SOURCE_DIR, installed_folder
@@ -24,7 +24,7 @@ from tests.plugin_folder import SOURCE_DIR, installed_folder
 PLUGIN_MAIN = SOURCE_DIR / "replace-background.py"
 # the GIMP-free modules as a user's GIMP gets them: install.py copies handler/contract.py in as the contract
 STDLIB_HALF = ("replace_background_core", "replace_background_settings", "replace_background_messages",
-               "replace_background_contract")
+               "replace_background_keep", "replace_background_contract")
 HELPERS = tuple(installed_folder() / f"{name}.py" for name in STDLIB_HALF)
 # the modules that do GIMP's work for the entry file; they need gi, and only the entry file is a plug-in
 GIMP_HALF = tuple(p for p in installed_folder().glob("replace_background_*.py") if p.stem not in STDLIB_HALF)
@@ -164,6 +164,67 @@ def test_mask_request_headers() -> None:
     assert "X-Matting" not in plain  # the edge stage only matters for a cut-out
     _, cut = core.build_mask_request(core.ServerSettings(url="http://h:1", mode="cutout"))
     assert cut["X-Mode"] == "cutout" and cut["X-Matting"] == "on"
+    assert plain["X-Zoom"] == "auto" and "X-Keep" not in plain and "X-Harmonize" not in plain
+
+
+def test_mask_request_sends_who_stays_the_zoom_and_the_light() -> None:
+    """Keep, zoom and Match light go out as the API's headers (docs/API.md), in its own words."""
+    settings = core.ServerSettings(url="http://h:1", mode="cutout", matting=False, zoom="on", keep="10,20;30,4",
+                                   harmonize=0.4999)
+    _, headers = core.build_mask_request(settings)
+    assert headers["X-Zoom"] == "on" and headers["X-Keep"] == "10,20;30,4" and headers["X-Harmonize"] == "0.5"
+    assert headers["X-Matting"] == "off"
+    assert core.contract.ZOOM_MODES == ("off", "auto", "on")
+
+
+@pytest.mark.parametrize("edge,light,plan", [
+    ("colours", False, ("cutout", True, "edge")),
+    ("matte", False, ("cutout", True, "")),
+    ("off", False, ("mask", False, "")),
+    # Match light needs the person's colours: a cut-out always, the edge stage as Edge says
+    ("colours", True, ("cutout", True, "person")),
+    ("matte", True, ("cutout", True, "person")),
+    ("off", True, ("cutout", False, "person")),
+])
+def test_plan_request(edge: str, light: bool, plan: tuple[str, bool, str]) -> None:
+    got = core.plan_request(edge, light)
+    assert (got.mode, got.matting, got.colours) == plan
+    with pytest.raises(core.PluginError, match="Unknown Edge"):
+        core.plan_request("sharp", light)
+
+
+def test_keep_points_one_per_part_of_the_selection() -> None:
+    """A rectangle gives its middle; two separate parts give two points, the larger first; a ring's point
+    lies on the ring, not in its hole; single-sample specks beside a real part are dropped."""
+    import replace_background_keep as keep
+
+    def grid(rows: list[str]) -> bytes:
+        return bytes(255 if c == "#" else 0 for row in rows for c in row)
+
+    xs, ys = [10 * i for i in range(7)], [100 + 10 * j for j in range(5)]
+    rect = grid([".......", ".###...", ".###...", ".###...", "......."])
+    assert keep.selection_points(rect, xs, ys) == [(20, 120)]
+    two = grid(["###...#", "###...#", "###...#", "......#", "#.....#"])
+    assert keep.selection_points(two, xs, ys) == [(10, 110), (60, 120)]  # the speck at (0, 140) is dropped
+    ring = grid(["#######", "#.....#", "#.....#", "#.....#", "#######"])
+    (x, y), = keep.selection_points(ring, xs, ys)
+    assert ring[ys.index(y) * 7 + xs.index(x)] == 255
+    assert keep.selection_points(grid(["......."] * 5), xs, ys) == []
+    assert keep.selection_points(grid(["#.#.#.#"] * 5), xs, ys, limit=2) == [(0, 120), (20, 120)]
+    soft = bytes(127 if b else 0 for b in rect)  # less than half selected counts as not selected
+    assert keep.selection_points(soft, xs, ys) == []
+    with pytest.raises(ValueError):
+        keep.selection_points(rect[:-1], xs, ys)
+
+
+def test_keep_sample_positions_and_value() -> None:
+    import replace_background_keep as keep
+
+    assert keep.sample_positions(50, 4) == [50, 51, 52, 53]
+    assert keep.sample_positions(0, 1000, 4) == [125, 375, 625, 875]
+    assert len(keep.sample_positions(0, 24000)) == keep.SAMPLES
+    assert keep.keep_value([(1, 2), (30, 40)]) == "1,2;30,40"
+    assert keep.MAX_POINTS == core.contract.MAX_KEEP_POINTS
 
 
 def test_read_key_file(tmp_path: Path) -> None:
@@ -307,6 +368,22 @@ def test_request_mask_sends_the_documented_request(fake: FakeMaskServer) -> None
     assert sent["headers"]["Content-Type"] == "image/png"
     assert sent["headers"]["X-Mode"] == "mask"
     assert sent["headers"]["Authorization"] == "Bearer sekret"
+
+
+def test_match_light_sends_the_background_as_a_form(fake: FakeMaskServer) -> None:
+    """With Match light the layer and its background go as multipart fields image and background
+    (docs/API.md), the options still as headers; the answer is the cut-out, its colours matched."""
+    photo, background = _photo_png(), _png(Image.new("RGB", (48, 32), (10, 200, 10)))
+    settings = _settings(fake.url, key="sekret", mode="cutout", harmonize=0.75, keep="5,6")
+    body = core.request_mask(settings, photo, background=background)
+    cut = np.asarray(Image.open(io.BytesIO(body)))
+    assert tuple(cut[0, 0, :3]) == HARMONIZED_RGB
+    sent = fake.requests[-1]
+    assert sent["fields"] == ["background", "image"] and sent["background"] == background
+    assert sent["headers"]["X-Harmonize"] == "0.75" and sent["headers"]["X-Keep"] == "5,6"
+    assert fake.uploads[-1] == photo
+    plain, ctype = core.build_body(photo)
+    assert plain is photo and ctype == "image/png"
 
 
 def test_request_cutout_gets_the_rgba_answer(fake: FakeMaskServer) -> None:
