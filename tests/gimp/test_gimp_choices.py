@@ -5,8 +5,9 @@
   too, two separate parts, the option off, a selection off the layer); Find small people as X-Zoom;
   Match light's request (the background GIMP shows, sent with the layer) and its result (the
   person's matched colours on a copy, the photo untouched).
-- ``test_keep_one_of_two_people``: the real TorchServe, a photo of two people side by side and a
-  selection around one: the mask keeps that one.
+- ``real_batch`` (the real TorchServe): a photo of two people side by side and a selection around one
+  (the mask keeps that one); Match light onto an image (the person layer holds the server's matched
+  colours for that layer and background).
 - ``test_dialog_leads_with_the_choices``: the dialog on a virtual display; its widget tree, dumped by
   the plug-in's test hook, shows the groups in order and the connection settings folded away.
 Without root or the GIMP root every test here skips with the reason.
@@ -165,7 +166,7 @@ def test_match_light_colours_the_whole_person_on_a_copy(choices_batch: tuple[Gim
     assert np.array_equal(pixels[alpha == 0], original[alpha == 0])
 
 
-# --- the real server: keep one of two people ---------------------------------------------------------
+# --- the real server: keep one of two people, match the light -----------------------------------------
 
 
 def _server_keeps(server: object) -> bool:
@@ -178,21 +179,39 @@ def _server_keeps(server: object) -> bool:
     return answer.status_code == 400
 
 
-@pytest.mark.serve
-def test_keep_one_of_two_people(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Two people side by side and a rectangle around the left one: the layer mask keeps that one only."""
-    skip_unless_gimp(what="GIMP keep test")
+def _sunset(folder: Path) -> Path:
+    """A warm, dark background of the layer's size (512x512), so 'cover' leaves it as it is."""
+    ramp = np.linspace(0.0, 1.0, 512)[:, None, None]
+    image = (np.array([250, 120, 40]) * (1 - ramp) + np.array([60, 20, 70]) * ramp).astype(np.uint8)
+    path = folder / "sunset.png"
+    Image.fromarray(np.broadcast_to(image, (512, 512, 3)).copy()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_batch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[GimpRun, object]:
+    """Two people with a selection around the left one, the same without a selection, and Match light."""
+    skip_unless_gimp(what="GIMP keep and light tests")
     server = request.getfixturevalue("torchserve_server")
     if not _server_keeps(server):
-        reason = "the server does not know the keep option yet (a bad point was not refused)"
-        print(f"SKIP GIMP keep test: {reason}")
+        reason = "the server does not know the keep option (a bad point was not refused)"
+        print(f"SKIP GIMP keep and light tests: {reason}")
         pytest.skip(reason)
-    pair = in_job(tmp_path, two_people(tmp_path))
+    job = tmp_path_factory.mktemp("gimp-choices-real")
+    pair = in_job(job, two_people(job))
     args = {"server-url": server.inference_url, "model-name": server.model_name,
             "inference-key": server.inference_key, "background": "transparent"}
+    light = {**args, "background": "image", "background-image": in_job(job, _sunset(job)), "match-light": 1.0}
     cases = [{"name": "keep_left", "input": pair, "setup": {"select": [40, 20, 440, 480]}, "args": args},
-             {"name": "everyone", "input": pair, "args": args}]
-    run = run_gimp(tmp_path, cases)
+             {"name": "everyone", "input": pair, "args": args},
+             {"name": "light", "input": in_job(job, PHOTO), "args": light}]
+    return run_gimp(job, cases), server
+
+
+@pytest.mark.serve
+def test_keep_one_of_two_people(real_batch: tuple[GimpRun, object]) -> None:
+    """Two people side by side and a rectangle around the left one: the layer mask keeps that one only."""
+    run, _ = real_batch
     masks = {}
     for name in ("keep_left", "everyone"):
         case = run.case(name)
@@ -202,6 +221,34 @@ def test_keep_one_of_two_people(request: pytest.FixtureRequest, tmp_path: Path) 
     assert masks["everyone"][:, 512:].mean() > 0.1, "without a selection both people stay"
     assert left.mean() > 0.1 and right.mean() < 0.01, (left.mean(), right.mean())
     assert (masks["keep_left"] & ~masks["everyone"]).mean() < 0.001, "keeping drops people, it adds nothing"
+
+
+@pytest.mark.serve
+def test_match_light_is_the_servers_matched_cutout(real_batch: tuple[GimpRun, object]) -> None:
+    """Match light = 1 onto a sunset: the person layer holds the server's light-matched colours for exactly
+    this layer and this background, which differ from the photo's; the photo stays untouched underneath."""
+    run, server = real_batch
+    case = run.case("light")
+    assert case["status"] == "success", case.get("error")
+    photo = np.fromfile(run.path("light.layer.rgba"), np.uint8).reshape(512, 512, 4)
+    person = np.fromfile(run.path("light.result.rgba"), np.uint8).reshape(512, 512, 4)
+    layer_png, background_png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(photo[..., :3]).save(layer_png, "PNG")
+    background_png.write((run.job_dir / "files" / "sunset.png").read_bytes())
+    answer = requests.post(
+        f"{server.inference_url}/predictions/{server.model_name}",
+        files={"image": ("layer.png", layer_png.getvalue(), "image/png"),
+               "background": ("sunset.png", background_png.getvalue(), "image/png")},
+        headers={"Authorization": f"Bearer {server.inference_key}", "X-Mode": "cutout", "X-Matting": "on",
+                 "X-TTA": "flip", "X-Harmonize": "1"}, timeout=300)
+    assert answer.status_code == 200, answer.text[:300]
+    cut = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGBA"))
+    seen = cut[..., 3] > 0
+    assert np.abs(person[seen][:, :3].astype(int) - cut[seen][:, :3]).max() <= 1, "not the server's colours"
+    moved = np.abs(person[seen][:, :3].astype(int) - photo[seen][:, :3]).mean()
+    assert moved > 3, f"the person's colours barely moved ({moved:.1f} levels on average)"
+    assert np.array_equal(person[~seen], photo[~seen]), "outside the person the photo's own pixels"
+    assert case["after"]["layers"][-1] == {**case["before"]["layers"][0], "visible": False}
 
 
 # --- the dialog ---------------------------------------------------------------------------------------
