@@ -20,7 +20,7 @@ change of light plausibly does:
 
 ``strength`` (0..1) blends between the person's own colours and the mapped ones. Statistics are taken at
 a reduced size (``STATS_PIXELS``), and the map is applied at full size as the affine map of sRGB levels
-nearest to it over the person's colours (one colour-matrix pass over the person's box), so a 12-MP
+nearest to it over the person's colours (one colour-matrix pass), so a 12-MP
 composite pays little for it (docs/BENCHMARKS.md, "Match the light").
 """
 
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-STATS_PIXELS = 65_536  # statistics are taken on copies of about this many pixels
+STATS_PIXELS = 32_768  # statistics are taken on copies of about this many pixels
 LIGHTNESS_DAMPING = 0.8  # share of the scenes' lightness difference passed on to the person
-MAX_LIGHTNESS_SHIFT = 25.0  # L* units, at strength 1
-MAX_CHROMA_SHIFT = 12.0  # a*, b* units, at strength 1
-MAX_SPREAD_RATIO = 1.35  # a spread changes by at most this factor (or its inverse)
+MAX_LIGHTNESS_SHIFT = 8.0  # L* units, at strength 1
+MAX_CHROMA_SHIFT = 4.0  # a*, b* units, at strength 1
+MAX_SPREAD_RATIO = 1.15  # a spread changes by at most this factor (or its inverse)
 HIGHLIGHT_KNEE = 85.0  # L* above which a brightening is faded out towards white
 MIN_WEIGHT = 1e-3  # share of the picture a scene must show for its statistics to count
 STRENGTH_RANGE = (0.0, 1.0)
@@ -109,17 +109,22 @@ def _stats_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def light_change(photo: Image.Image | np.ndarray, alpha: np.ndarray, background: Image.Image | np.ndarray,
-                 size: tuple[int, int] | None = None) -> LightChange | None:
+def light_change(photo: Image.Image | np.ndarray, alpha: np.ndarray,
+                 background: Image.Image | np.ndarray) -> LightChange | None:
     """The change of light from ``photo``'s scene to ``background``'s, both seen outside the matte.
 
     ``photo`` and ``background`` are RGB of one size, ``alpha`` HxW uint8 (255 = person). None when
     either scene shows too little of itself (a person filling the frame): no light to read.
     """
-    size = size or _stats_size(alpha.shape[1], alpha.shape[0])
-    seen = 1.0 - _small(alpha, size) / 255.0
-    mean_old, spread_old, share = _stats(rgb_to_lab(_small(photo, size)), seen)
-    mean_new, spread_new, _ = _stats(rgb_to_lab(_small(background, size)), seen)
+    size = _stats_size(alpha.shape[1], alpha.shape[0])
+    return _change(_small(photo, size), _small(alpha, size) / 255.0, _small(background, size))
+
+
+def _change(photo: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> LightChange | None:
+    """``light_change`` on reduced copies (float RGB 0..255, alpha 0..1)."""
+    seen = 1.0 - alpha
+    mean_old, spread_old, share = _stats(rgb_to_lab(photo), seen)
+    mean_new, spread_new, _ = _stats(rgb_to_lab(background), seen)
     if share < MIN_WEIGHT:
         return None
     shift = mean_new - mean_old
@@ -129,22 +134,13 @@ def light_change(photo: Image.Image | np.ndarray, alpha: np.ndarray, background:
     return LightChange(mean_old, shift, ratio)
 
 
-def _samples(image: Image.Image | np.ndarray, alpha: np.ndarray,
-             size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The person's colours (N x 3, 0..255) on a reduced copy, and how much each is the person's."""
-    colours = _small(image, size).reshape(-1, 3)
-    weight = _small(alpha, size).reshape(-1) / 255.0
-    keep = weight > 0
-    return colours[keep], weight[keep]
-
-
 def fit_matrix(change: LightChange, colours: np.ndarray, weight: np.ndarray, strength: float) -> np.ndarray:
     """The affine map of sRGB levels (3 x 4: ``out = M[:, :3] @ rgb + M[:, 3]``) nearest, over the person's
-    own colours, to the CIELAB map at ``strength``.
+    own colours (N x 3, weighted by the matte), to the CIELAB map at ``strength``.
 
     Why not the CIELAB map itself, through a 3-D table: looking up a table costs several passes over
-    every pixel of the person (a 3-D table in Pillow about four times a colour matrix), and over the
-    colours one person has the map is close to affine (docs/BENCHMARKS.md, "Match the light").
+    every pixel (a 3-D table in Pillow about four times a colour matrix), and over the colours one
+    person has the map is close to affine (docs/BENCHMARKS.md, "Match the light").
     """
     target = np.clip(lab_to_rgb(change.apply(rgb_to_lab(colours), strength)), 0, 255)
     design = np.concatenate([colours, np.ones((len(colours), 1))], axis=1)
@@ -153,35 +149,21 @@ def fit_matrix(change: LightChange, colours: np.ndarray, weight: np.ndarray, str
     return solution.T
 
 
-def _box(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def harmonize(foreground: Image.Image, alpha: np.ndarray, photo: Image.Image,
               background: Image.Image, strength: float) -> Image.Image:
     """``foreground`` (the person's colours, ready to composite with ``alpha``) moved toward
     ``background``'s light; ``photo`` is the scene the person was taken in. Strength 0 (or no light to
-    read) returns ``foreground`` itself; pixels outside the matte are never changed."""
+    read) returns ``foreground`` itself. Every pixel goes through the same map (the matte decides what is
+    seen), so a cut-out's colours stay continuous wherever its matte is edited later."""
     if not STRENGTH_RANGE[0] <= strength <= STRENGTH_RANGE[1]:
         raise ValueError(f"strength {strength!r} is outside {STRENGTH_RANGE[0]:g}..{STRENGTH_RANGE[1]:g}")
-    box = _box(alpha)
-    if strength == 0 or box is None:
+    if strength == 0 or not alpha.any():
         return foreground
-    h, w = alpha.shape
-    size = _stats_size(w, h)
-    change = light_change(photo, alpha, background, size)
-    if change is None:
+    size = _stats_size(alpha.shape[1], alpha.shape[0])
+    small_photo, small_alpha = _small(photo, size), _small(alpha, size) / 255.0
+    change = _change(small_photo, small_alpha, _small(background, size))
+    person = small_alpha.reshape(-1) > 0
+    if change is None or np.count_nonzero(person) < 4:
         return foreground
-    colours, weight = _samples(foreground, alpha, size)
-    if colours.shape[0] < 4:
-        return foreground
-    matrix = fit_matrix(change, colours, weight, strength)
-    part = foreground.crop(box)
-    moved = part.convert("RGB", tuple(float(v) for v in matrix.ravel()))
-    person = Image.fromarray(np.where(alpha[box[1]:box[3], box[0]:box[2]] > 0, 255, 0).astype(np.uint8))
-    out = foreground.copy()
-    out.paste(moved, box[:2], person)
-    return out
+    matrix = fit_matrix(change, small_photo.reshape(-1, 3)[person], small_alpha.reshape(-1)[person], strength)
+    return foreground.convert("RGB", tuple(float(v) for v in matrix.ravel()))

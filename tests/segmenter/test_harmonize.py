@@ -49,7 +49,7 @@ def test_the_persons_own_scene_leaves_them_as_they_are() -> None:
 
 def test_strength_one_moves_the_person_toward_the_new_light() -> None:
     photo, alpha = _scene()
-    warm = _cast(photo, (1.15, 1.0, 0.85))  # the person was taken in warm light ...
+    warm = _cast(photo, (1.08, 1.0, 0.92))  # the person was taken in warm light ...
     out = np.asarray(harmonize.harmonize(warm, alpha, warm, photo, 1.0), np.float64)  # ... put on a neutral scene
     person = alpha == 255
     before = np.abs(np.asarray(warm, np.float64)[person] - np.asarray(photo, np.float64)[person]).mean()
@@ -60,12 +60,16 @@ def test_strength_one_moves_the_person_toward_the_new_light() -> None:
     assert after < middle < before
 
 
-def test_pixels_outside_the_matte_are_untouched() -> None:
+def test_every_pixel_goes_through_one_map() -> None:
+    """A cut-out's colour layer stays continuous: the same colour inside and outside the matte moves alike."""
     photo, alpha = _scene()
-    dark = _cast(photo, (0.5, 0.5, 0.5))
-    out = np.asarray(harmonize.harmonize(photo, alpha, photo, dark, 1.0))
-    assert np.array_equal(out[alpha == 0], np.asarray(photo)[alpha == 0])
-    assert not np.array_equal(out[alpha == 255], np.asarray(photo)[alpha == 255])
+    arr = np.array(photo)
+    arr[0, 0] = arr[alpha == 255][0]  # a person's colour in the corner, outside the matte
+    photo = Image.fromarray(arr)
+    out = np.asarray(harmonize.harmonize(photo, alpha, photo, _cast(photo, (0.5, 0.5, 0.5)), 1.0))
+    inside = np.argwhere(alpha == 255)[0]
+    assert np.array_equal(out[0, 0], out[inside[0], inside[1]])
+    assert not np.array_equal(out[0, 0], arr[0, 0])
 
 
 def test_the_change_is_held_to_plausible_limits() -> None:
