@@ -8,11 +8,17 @@ given the same options score the same photos.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from evaluation.pairs import Pair, pairs_of_root, read_name_list
+from evaluation.progress import Progress
+from segmenter.imaging import load_image, load_mask
+
+Sample = tuple[Image.Image, np.ndarray]  # RGB photo, bool truth mask of the same size
 
 PER_ROOT = "per root"
 SHARED = "shared"
@@ -68,6 +74,25 @@ def read_pairs(args: argparse.Namespace, skip_bad: bool = False) -> dict[Path, l
 def all_pairs(args: argparse.Namespace, skip_bad: bool = False) -> list[Pair]:
     """read_pairs' pairs as one list, root after root."""
     return [pair for pairs in read_pairs(args, skip_bad).values() for pair in pairs]
+
+
+def case_runs(args: argparse.Namespace, cases: Iterable[str],
+              desc: str) -> Iterator[tuple[str, list[Sample], int, str]]:
+    """(root name, the root's samples, index, case) for every selected photo and every case, with a progress line.
+
+    The hard-case benchmarks build a case from photo ``i`` and its neighbours, so each root's photos are
+    decoded once, together, and the cases of one photo follow each other.
+    """
+    names = list(cases)
+    roots = read_pairs(args)
+    bar = Progress(sum(len(v) for v in roots.values()) * len(names), desc)
+    for root, pairs in roots.items():
+        samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
+        for i in range(len(samples)):
+            for case in names:
+                yield root.name, samples, i, case
+                bar.update()
+    bar.close()
 
 
 def _share_out(roots: dict[Path, list[Pair]], limit: int) -> dict[Path, list[Pair]]:

@@ -31,11 +31,9 @@ import numpy as np
 import torch
 
 from benchmarks.robustness import Sample, cut_by_frame, group_of_two, small_far
-from evaluation.data_options import add_data_options, read_pairs
+from evaluation.data_options import add_data_options, case_runs
 from evaluation.metrics import image_metrics
-from evaluation.progress import Progress
 from segmenter import checkpoint
-from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD, canvas_size
 
@@ -78,27 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     served = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights(), device="cpu")
     segs = {"square": SquareCanvas(served.model, served.image_size, served.device, served.amp), "served": served,
             "both cut": BothCut(served.model, served.image_size, served.device, served.amp)}
-    cases = CASES
-    roots = {root.name: pairs for root, pairs in read_pairs(args).items()}
-    bar = Progress(sum(len(v) for v in roots.values()) * len(cases), "canvas")
     cut = round(THRESHOLD * 255)
-    scores: dict[tuple[str, str, str], list[float]] = {}
-    for root, pairs in roots.items():
-        samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
-        for i, a in enumerate(samples):
-            for case, build in cases.items():
-                image, truth = build(a, samples[(i + 1) % len(samples)])
-                for name, seg in segs.items():
-                    mask = torch.from_numpy(seg.predict_one(image) >= cut)
-                    iou = image_metrics(mask, torch.from_numpy(truth))["iou"]
-                    scores.setdefault((root, case, name), []).append(iou)
-                bar.update()
+    scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for root, samples, i, case in case_runs(args, CASES, "canvas"):
+        image, truth = CASES[case](samples[i], samples[(i + 1) % len(samples)])
+        row = scores.setdefault((root, case), {name: [] for name in segs})
+        for name, seg in segs.items():
+            mask = torch.from_numpy(seg.predict_one(image) >= cut)
+            row[name].append(image_metrics(mask, torch.from_numpy(truth))["iou"])
     print("\n| set | case | images | " + " | ".join(f"{n} IoU" for n in segs) + " |")
     print("| --- | --- | --- |" + " --- |" * len(segs))
-    for root in roots:
-        for case in cases:
-            row = " | ".join(f"{np.mean(scores[(root, case, n)]):.4f}" for n in segs)
-            print(f"| {root} | {case} | {len(scores[(root, case, 'served')])} | {row} |")
+    for (root, case), row in scores.items():
+        cells = " | ".join(f"{np.mean(v):.4f}" for v in row.values())
+        print(f"| {root} | {case} | {len(row['served'])} | {cells} |")
     return 0
 
 

@@ -36,10 +36,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from benchmarks.robustness import group_of_two, small_far
-from evaluation.data_options import add_data_options, read_pairs
-from evaluation.progress import Progress
+from evaluation.data_options import add_data_options, case_runs
 from segmenter import checkpoint, people
-from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from training import scenes
 
@@ -164,17 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-timing", action="store_true", help="skip the 12-MP timing")
     args = p.parse_args(argv)
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
-    roots = read_pairs(args)
     rows: dict[str, list[dict[str, float]]] = {}
-    bar = Progress(sum(len(v) for v in roots.values()) * len(CASES), "keep")
-    for root, pairs in roots.items():
-        samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
-        for i in range(len(samples)):
-            for case, build in CASES.items():
-                image, truths = build(samples[i], samples[(i + 1) % len(samples)])
-                mask = seg.predict([image])[0]
-                rows.setdefault(f"{root.name}: {case}", []).extend(score(mask, truths))
-                bar.update()
+    for root, samples, i, case in case_runs(args, CASES, "keep"):
+        image, truths = CASES[case](samples[i], samples[(i + 1) % len(samples)])
+        rows.setdefault(f"{root}: {case}", []).extend(score(seg.predict([image])[0], truths))
     print()
     report(rows)
     if not args.no_timing:

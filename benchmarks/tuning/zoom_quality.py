@@ -25,11 +25,9 @@ import numpy as np
 import torch
 
 from benchmarks.robustness import CASES
-from evaluation.data_options import add_data_options, read_pairs
+from evaluation.data_options import add_data_options, case_runs
 from evaluation.metrics import image_metrics
-from evaluation.progress import Progress
 from segmenter import checkpoint, zoom
-from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
 from segmenter.refine import WORK_SIZE, upsample
@@ -79,17 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="score only this case (repeatable; default: all)")
     args = p.parse_args(argv)
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
-    roots = read_pairs(args)
-    cases = {name: CASES[name] for name in args.cases or CASES}
     rows: dict[str, list[dict[str, float]]] = {}
-    bar = Progress(sum(len(v) for v in roots.values()) * len(cases), "zoom")
-    for root, pairs in roots.items():
-        samples = [(load_image(q.image), load_mask(q.mask)) for q in pairs]
-        for i in range(len(samples)):
-            for case, build in cases.items():
-                image, truth = build(samples, i)
-                rows.setdefault(f"{root.name}: {case}", []).append(score(seg, image, truth))
-                bar.update()
+    for root, samples, i, case in case_runs(args, args.cases or CASES, "zoom"):
+        rows.setdefault(f"{root}: {case}", []).append(score(seg, *CASES[case](samples, i)))
     print()
     report(rows)
     return 0
