@@ -358,8 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the edge stage for cutout/composite: a soft matte and the person's own colours at the "
                         "outline (default on; off: the photo blended through the mask as it is)")
     p.add_argument("--zoom", choices=list(contract.ZOOM_MODES),
-                   help="a second, closer look for small people: auto (default: only where the first look finds "
-                        "no tall person), on (every photo), off")
+                   help="a second, closer look for small people: on (every photo), auto (only where the first look "
+                        "finds no tall person), off (default)")
     p.add_argument("--keep", type=keep_points, action="append", metavar="X,Y",
                    help="keep only the person at this point (photo pixels, after EXIF orientation) or nearest to "
                         "it, dropping the others; repeat it or write X,Y;X,Y for more people. The same points go "

@@ -52,10 +52,10 @@ BACKGROUND_KEYWORDS = ("blur", "transparent")
 DEFAULT_BACKGROUND = "#FFFFFF"
 REFINE_METHODS = ("guided", "bilinear")  # segmenter.refine.METHODS (a test holds them equal)
 TTA_MODES = ("none", "flip")  # segmenter.inference.TTA_MODES (a test holds them equal)
-# the zoom pass, a closer look at photos of small people (segmenter/zoom.py; a test holds them equal);
-# "auto" spends it only where the first look finds no tall person, so portraits keep their cost
+# the zoom pass, a closer look at photos of small people (segmenter/zoom.py; a test holds them equal):
+# "on" for every photo, "auto" only where the first look finds no tall person; off unless asked for
 ZOOM_MODES = ("off", "auto", "on")
-DEFAULT_ZOOM = "auto"
+DEFAULT_ZOOM = "off"
 # the edge stage (soft matte and person colours at the outline) for cutout and composite; "off" gives
 # the plain blend of the photo with the model's mask (docs/API.md, "The edge stage")
 MATTING_MODES = ("on", "off")

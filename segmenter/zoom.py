@@ -6,8 +6,8 @@ tiles of the photo, each at the full input size (so twice the resolution for a 2
 tiles into one probability map and merges it with the first pass's.
 
 It costs a tile batch (four forward passes for 2 x 2), so ``"auto"`` spends it only where the first pass
-suggests small people: when no person in it is tall. The rule and its threshold were set by measurement
-(``benchmarks/tuning/zoom_quality.py``; docs/BENCHMARKS.md has the current figures).
+suggests small people: when no person in it is tall. What each mode gains and loses per hard case is
+measured by ``benchmarks/tuning/zoom_quality.py`` (docs/BENCHMARKS.md, "Zoom pass").
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 ZOOM_MODES = ("off", "auto", "on")
-DEFAULT_ZOOM = "auto"  # what the server and evaluate.py use unless told otherwise
+# What the server and evaluate.py use unless told otherwise. "off": on the validation sets and their hard cases
+# the closer look gains on scenes of small people and loses about as much on large ones, partly by finding
+# bystanders the truth masks leave unlabelled (docs/research/zoom-pass.md).
+DEFAULT_ZOOM = "off"
 GRID = 2  # tiles per side
 OVERLAP = 0.25  # share of a tile's side that it shares with its neighbour
 # "auto" looks again when the first pass's tallest person (rows holding confident person pixels, as a share of
