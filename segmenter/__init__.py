@@ -20,7 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# public name -> the submodule that defines it
+# public name -> the submodule that defines it. A name must not be a submodule's own name (``harmonize``):
+# ``from segmenter import harmonize`` has to keep giving the module.
 _EXPORTS = {
     "Segmenter": "inference",
     "TTA_MODES": "inference",
@@ -39,6 +40,8 @@ _EXPORTS = {
     "cutout": "imaging",
     "upsample": "refine",
     "matte": "matting",
+    "zoomed": "zoom",
+    "keep_people": "people",
     "THRESHOLD": "preprocess",
 }
 
@@ -56,11 +59,13 @@ __all__ = [
     "describe",
     "encode_png",
     "fold_batchnorm",
+    "keep_people",
     "load_image",
     "load_mask",
     "load_model",
     "matte",
     "upsample",
+    "zoomed",
 ]
 
 if TYPE_CHECKING:
@@ -69,8 +74,10 @@ if TYPE_CHECKING:
     from segmenter.inference import TTA_MODES, Segmenter
     from segmenter.matting import matte
     from segmenter.model import build_model, describe, fold_batchnorm
+    from segmenter.people import keep_people
     from segmenter.preprocess import THRESHOLD
     from segmenter.refine import upsample
+    from segmenter.zoom import zoomed
 
 
 def __getattr__(name: str) -> Any:

@@ -23,6 +23,10 @@ def test_every_public_name_resolves_to_its_definition(name: str) -> None:
     assert getattr(segmenter, name) is value
 
 
+def test_no_public_name_hides_a_submodule() -> None:
+    assert not {p.stem for p in CORE.glob("*.py")} & set(segmenter.__all__)
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         _ = segmenter.no_such_thing
