@@ -9,7 +9,7 @@
 It imports ``segmenter`` and nothing from training/, handler/ or benchmarks/, so either side may use it.
 """
 
-from evaluation.data_options import add_data_options, all_pairs, read_pairs
+from evaluation.data_options import add_data_options, all_pairs, case_runs, read_pairs
 from evaluation.metrics import boundary_f, dice, image_metrics, iou, mean_metrics
 from evaluation.pairs import DatasetError, Pair, find_pairs, pairs_of_root, read_name_list
 from evaluation.progress import Progress
@@ -22,6 +22,7 @@ __all__ = [
     "add_data_options",
     "all_pairs",
     "boundary_f",
+    "case_runs",
     "dice",
     "evaluate_samples",
     "find_pairs",
