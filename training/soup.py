@@ -90,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ingredients = soup(args.checkpoints, args.to)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"soup.py: error: {exc}", file=sys.stderr)
-        return 2
+        p.error(str(exc))  # exits 2 with "soup.py: error: ...", as a wrong option does
     print(f"soup.py: wrote {args.to}, the mean of {len(ingredients)} checkpoints; measure it with "
           f"training/evaluate.py --checkpoint {args.to} before shipping it", file=sys.stderr)
     return 0
