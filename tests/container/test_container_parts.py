@@ -84,3 +84,33 @@ def test_the_dockerfile_is_the_containerfile() -> None:
     """``docker build .`` reads Dockerfile, ``podman build .`` Containerfile: one file under both names."""
     assert (REPO / "Dockerfile").resolve() == (REPO / "Containerfile").resolve()
     assert (REPO / ".dockerignore").read_text() == (REPO / ".containerignore").read_text()
+
+
+def test_the_manifests_fit_together() -> None:
+    """What ``podman kube play`` cannot run (Service, autoscaler, disruption budget) at least names the
+    Deployment's pods, its port and no other."""
+    import yaml
+
+    docs = {}
+    for path in sorted((REPO / "deploy" / "kubernetes").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            docs[doc["kind"]] = doc
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    deployment = docs["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels
+    assert docs["Service"]["spec"]["selector"] == labels
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
+    assert [p["targetPort"] for p in docs["Service"]["spec"]["ports"]] == [8080]  # inference only
+    hpa = docs["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"][-1] == "/opt/replace-background/healthcheck.py"
+    assert "ports" not in container  # podman kube play would publish a listed port on every host address
