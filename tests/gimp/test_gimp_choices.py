@@ -189,10 +189,10 @@ def _sunset(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_batch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[GimpRun, object]:
+def real_batch(gimp_ready: None, real_server: object,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[GimpRun, object]:
     """Two people with a selection around the left one, the same without a selection, and Match light."""
-    skip_unless_gimp(what="GIMP keep and light tests")
-    server = request.getfixturevalue("torchserve_server")
+    server = real_server
     if not _server_keeps(server):
         reason = "the server does not know the keep option (a bad point was not refused)"
         print(f"SKIP GIMP keep and light tests: {reason}")

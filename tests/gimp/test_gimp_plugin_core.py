@@ -1,7 +1,8 @@
 """Unit tests of the plug-in's standard-library half (HTTP, answer checks, messages), outside GIMP.
 
 These run everywhere (no root, no GIMP, no TorchServe): the HTTP cases use the small fake
-server in fake_mask_server.py. The real end-to-end behaviour is in test_gimp_plugin_e2e.py.
+server in fake_mask_server.py. The real end-to-end behaviour is in test_gimp_plugin_e2e.py and
+test_gimp_real_server.py.
 """
 
 from __future__ import annotations

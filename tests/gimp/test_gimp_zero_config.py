@@ -17,8 +17,8 @@ import shlex
 from pathlib import Path
 
 import pytest
+from gimp_checks import PHOTO, photo_and_matte, successful
 from gimp_harness import assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
-from test_gimp_plugin_e2e import PHOTO, photo_and_matte, successful
 
 from tests.conftest import wait_for_key_expiry
 from tests.ports import free_port
