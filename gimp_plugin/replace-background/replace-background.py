@@ -65,9 +65,9 @@ EDGES = (
     ("off", "The model's mask as it is"),
 )
 ZOOMS = (
+    ("off", "Off (fastest)"),
     ("auto", "Automatic (a closer look when the people are small)"),
     ("on", "Always (slower)"),
-    ("off", "Off (fastest)"),
 )
 LIGHT_BACKGROUNDS = ("image", "blur")  # the backgrounds that have a light to match
 OUTPUTS = (
@@ -123,9 +123,7 @@ class Options:
             project=core.project_folder(_HERE),
             timeout=float(config.get_property("timeout")),
             tta="flip" if config.get_property("mirror-pass") else "none",
-            mode=core.EDGE_MODES[edge],
         )
-        server = dataclasses.replace(server, zoom=config.get_property("zoom"))
         core.predictions_url(server.url, server.model)  # validate before any pixel is read
         opts = cls(
             server=server,
@@ -140,8 +138,9 @@ class Options:
             keep_selection=bool(config.get_property("keep-selected-people")),
             match_light=float(config.get_property("match-light")),
         )
-        plan = opts.plan
-        opts.server = dataclasses.replace(opts.server, mode=plan.mode, matting=plan.matting,
+        plan = opts.plan  # what Edge and Match light ask of the server
+        opts.server = dataclasses.replace(server, mode=plan.mode, matting=plan.matting,
+                                          zoom=config.get_property("zoom"),
                                           harmonize=opts.match_light if opts.light else 0.0)
         if opts.background == "image" and opts.image_file is None:
             raise core.PluginError(
@@ -278,8 +277,8 @@ def add_people_arguments(procedure: Gimp.ImageProcedure) -> None:
     )
     procedure.add_choice_argument(
         "zoom", "Find sm_all people",
-        "A closer look for people who are small in the photo: automatic (only when the first look finds no "
-        "tall person), always, or off (fastest)",
+        "A closer look for people who are small in the photo: off (fastest), automatic (only when the first "
+        "look finds no tall person), or always",
         _choice(ZOOMS), core.contract.DEFAULT_ZOOM, RW,
     )
     procedure.add_double_argument(

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from fake_mask_server import HARMONIZED_RGB, FakeMaskServer, ellipse_mask
+from fake_mask_server import HARMONIZED_RGB, FakeMaskServer, core, ellipse_mask
 from gimp_harness import GimpRun, assert_failed_cleanly, in_job, run_gimp, skip_unless_gimp
 from PIL import Image
 
@@ -125,7 +125,7 @@ def test_a_selection_off_the_layer_is_refused(choices_batch: tuple[GimpRun, dict
 def test_find_small_people_is_the_zoom_option(choices_batch: tuple[GimpRun, dict[str, dict]]) -> None:
     _, sent = choices_batch
     assert sent["zoom_on"]["headers"]["X-Zoom"] == "on"
-    assert sent["keep_left"]["headers"]["X-Zoom"] == "auto"  # the default
+    assert sent["keep_left"]["headers"]["X-Zoom"] == core.contract.DEFAULT_ZOOM  # the server's own default
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

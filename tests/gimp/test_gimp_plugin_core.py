@@ -165,7 +165,7 @@ def test_mask_request_headers() -> None:
     assert "X-Matting" not in plain  # the edge stage only matters for a cut-out
     _, cut = core.build_mask_request(core.ServerSettings(url="http://h:1", mode="cutout"))
     assert cut["X-Mode"] == "cutout" and cut["X-Matting"] == "on"
-    assert plain["X-Zoom"] == "auto" and "X-Keep" not in plain and "X-Harmonize" not in plain
+    assert plain["X-Zoom"] == core.contract.DEFAULT_ZOOM and "X-Keep" not in plain and "X-Harmonize" not in plain
 
 
 def test_mask_request_sends_who_stays_the_zoom_and_the_light() -> None:
