@@ -21,7 +21,7 @@ change of light plausibly does:
 ``strength`` (0..1) blends between the person's own colours and the mapped ones. Statistics are taken at
 a reduced size (``STATS_PIXELS``), and the map is applied at full size as the affine map of sRGB levels
 nearest to it over the person's colours (one colour-matrix pass), so a 12-MP
-composite pays little for it (docs/BENCHMARKS.md, "Match the light").
+composite pays little for it (docs/BENCHMARKS.md, "Matching the light").
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ import numpy as np
 from PIL import Image
 
 STATS_PIXELS = 32_768  # statistics are taken on copies of about this many pixels
+# The limits below were set by benchmarks/tuning/harmonize_quality.py --sweep: wider ones undo a change of
+# light between two views of one scene no better, and move a person put into another scene further from
+# their true colours (docs/BENCHMARKS.md, "Matching the light").
 LIGHTNESS_DAMPING = 0.8  # share of the scenes' lightness difference passed on to the person
 MAX_LIGHTNESS_SHIFT = 8.0  # L* units, at strength 1
 MAX_CHROMA_SHIFT = 4.0  # a*, b* units, at strength 1
