@@ -143,7 +143,7 @@ def fit_matrix(change: LightChange, colours: np.ndarray, weight: np.ndarray, str
 
     Why not the CIELAB map itself, through a 3-D table: looking up a table costs several passes over
     every pixel (a 3-D table in Pillow about four times a colour matrix), and over the colours one
-    person has the map is close to affine (docs/BENCHMARKS.md, "Match the light").
+    person has the map is close to affine (docs/BENCHMARKS.md, "Matching the light").
     """
     target = np.clip(lab_to_rgb(change.apply(rgb_to_lab(colours), strength)), 0, 255)
     design = np.concatenate([colours, np.ones((len(colours), 1))], axis=1)
