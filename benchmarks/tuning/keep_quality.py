@@ -12,7 +12,7 @@ Builds two-person photos from the validation pairs, where each person's own trut
 - ``beside``: the next pair's person cut out at 70% of the height and pasted at the bottom on the side of the
   photo away from photo ``i``'s person.
 
-For each person of each photo, the served mask (zoom auto, as served) is cut down to the people a point chose
+For each person of each photo, the served mask (the default zoom) is cut down to the people a point chose
 (``segmenter.people.keep_people``), the point being the person's own pixel nearest to their centroid, where a
 user would click. Printed per case: the IoU of the kept mask against that person's truth ("keep"), of the mask
 with everyone in it ("everyone", what the option improves on), the share of people whose truth touches the
