@@ -56,25 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--init carries a shallower model's weights into it)")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="model input side in pixels")
     p.add_argument("--loss", choices=sorted(LOSSES), default="dice")
-    p.add_argument("--paste-prob", type=float, default=0.3,
-                   help="probability of pasting another pair's person into a sample (groups, new backgrounds)")
-    p.add_argument("--group-prob", type=float, default=0.0,
-                   help="probability of turning a sample into a scene of several small people, on a person-free "
-                        "background or behind its own person (training/scenes.py)")
-    p.add_argument("--crop-prob", type=float, default=0.3,
-                   help="probability of cutting a sample to a random rectangle first (people cut by the frame, "
-                   "odd aspect ratios)")
-    p.add_argument("--side-prob", type=float, default=0.1,
-                   help="probability of putting another pair's photo beside a sample first (groups, wide photos)")
-    hard = p.add_argument_group("drawing the photos a model gets wrong more often (training/sampling.py)")
-    hard.add_argument("--sample-weights", type=Path, metavar="ROWS",
-                      help="per-image rows of `evaluate.py --per-image` on the training pairs (e.g. of the "
-                      "--init weights): each pair is drawn in proportion to 1 + strength x its error / the "
-                      "mean error, capped (default: every pair once per epoch, shuffled)")
-    hard.add_argument("--sample-strength", type=float, default=DEFAULT_STRENGTH,
-                      help="how much more often an average photo is drawn than a perfect one, minus 1")
-    hard.add_argument("--sample-cap", type=float, default=DEFAULT_CAP,
-                      help="the most weight one photo gets (a wrong label scores badly too)")
+    _add_augmentation_options(p)
+    _add_sampling_options(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -92,6 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-store", type=Path, default=Path("model_store"))
     p.add_argument("--model-name", default=MODEL_NAME)
     return p
+
+
+def _add_augmentation_options(p: argparse.ArgumentParser) -> None:
+    """The scenes the data sets lack, made from their pairs (training/data.py, training/scenes.py)."""
+    p = p.add_argument_group("augmentation: scenes the data sets lack, made from their pairs")
+    p.add_argument("--paste-prob", type=float, default=0.3,
+                   help="probability of pasting another pair's person into a sample (groups, new backgrounds)")
+    p.add_argument("--group-prob", type=float, default=0.0,
+                   help="probability of turning a sample into a scene of several small people, on a person-free "
+                        "background or behind its own person (training/scenes.py)")
+    p.add_argument("--crop-prob", type=float, default=0.3,
+                   help="probability of cutting a sample to a random rectangle first (people cut by the frame, "
+                   "odd aspect ratios)")
+    p.add_argument("--side-prob", type=float, default=0.1,
+                   help="probability of putting another pair's photo beside a sample first (groups, wide photos)")
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Drawing the photos a model gets wrong more often (training/sampling.py)."""
+    hard = p.add_argument_group("drawing the photos a model gets wrong more often (training/sampling.py)")
+    hard.add_argument("--sample-weights", type=Path, metavar="ROWS",
+                      help="per-image rows of `evaluate.py --per-image` on the training pairs (e.g. of the "
+                      "--init weights): each pair is drawn in proportion to 1 + strength x its error / the "
+                      "mean error, capped (default: every pair once per epoch, shuffled)")
+    hard.add_argument("--sample-strength", type=float, default=DEFAULT_STRENGTH,
+                      help="how much more often an average photo is drawn than a perfect one, minus 1")
+    hard.add_argument("--sample-cap", type=float, default=DEFAULT_CAP,
+                      help="the most weight one photo gets (a wrong label scores badly too)")
 
 
 class _NotTyped(list):
