@@ -343,7 +343,8 @@ def _server_of(args: argparse.Namespace) -> tuple[str, str]:
     return url, model
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: what to send (the API's options), where, and how many at once."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
@@ -382,8 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "beside --key-file, else the inference port + 1)")
     p.add_argument("--jobs", type=int, default=2, help="requests in flight (default 2)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request, upload to answer")
-    args = p.parse_args(argv)
+    return p
 
+
+def request_options(args: argparse.Namespace) -> dict:
+    """The API options the command line asked for (None: the server's default)."""
     options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
                "quality": args.quality, "tta": args.tta, "matting": args.matting, "zoom": args.zoom,
                "keep": contract.KEEP_POINT_SEPARATOR.join(args.keep) if args.keep else None,
@@ -392,6 +396,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["background_image"] = Path(args.background)
     else:
         options["background"] = args.background
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = request_options(args)
     inputs = list(find_images(args.inputs))
     missing = [str(x) for x in inputs if not x.is_file()]
     if missing:
