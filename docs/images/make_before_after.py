@@ -8,16 +8,12 @@ stage) with the mirror pass the GIMP plug-in turns on, so the picture shows what
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
+from sheets import arguments, cut_out, save_sheet
 
-from segmenter import imaging, matting
-from segmenter.inference import Segmenter
+from segmenter import imaging
 
-ROOT = Path(__file__).resolve().parents[2]
 SIDE = 360  # px high per half: the sheet stays under 300 KB as a PNG
 GAP = 12
 
@@ -33,22 +29,10 @@ def gradient(size: tuple[int, int]) -> Image.Image:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--photo", default=str(ROOT / "tests/gimp/data/astronaut.jpg"))
-    p.add_argument("--out", default=str(ROOT / "docs/images/before_after.png"))
-    args = p.parse_args()
-
-    photo = imaging.load_image(args.photo)
-    mask = Segmenter.from_checkpoint().predict_one(photo, tta="flip")
-    edge = matting.matte(photo, mask)
+    args = arguments(__doc__, "before_after.png")
+    photo, edge = cut_out(args.photo, tta="flip")
     after = Image.fromarray(imaging.composite(edge.foreground, edge.alpha, gradient(photo.size)))
-
-    half = (round(SIDE * photo.width / photo.height), SIDE)
-    sheet = Image.new("RGB", (2 * half[0] + GAP, SIDE), (255, 255, 255))
-    sheet.paste(photo.resize(half, Image.Resampling.LANCZOS), (0, 0))
-    sheet.paste(after.resize(half, Image.Resampling.LANCZOS), (half[0] + GAP, 0))
-    sheet.save(args.out, optimize=True)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KB)")
+    save_sheet([photo, after], SIDE, GAP, args.out)
 
 
 if __name__ == "__main__":

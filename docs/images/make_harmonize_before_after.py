@@ -9,16 +9,12 @@ stage on), onto a cool evening backdrop whose light plainly differs from the pho
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
+from sheets import arguments, cut_out, save_sheet
 
-from segmenter import harmonize, imaging, matting
-from segmenter.inference import Segmenter
+from segmenter import harmonize, imaging
 
-ROOT = Path(__file__).resolve().parents[2]
 SIDE = 260  # px high per panel: the sheet stays under 300 KB as a PNG
 GAP = 10
 STRENGTHS = (0.0, 0.5, 1.0)
@@ -35,23 +31,14 @@ def evening(size: tuple[int, int]) -> Image.Image:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--photo", default=str(ROOT / "tests/gimp/data/astronaut.jpg"))
-    p.add_argument("--out", default=str(ROOT / "docs/images/harmonize_before_after.png"))
-    args = p.parse_args()
-
-    photo = imaging.load_image(args.photo)
-    mask = Segmenter.from_checkpoint().predict_one(photo)
-    edge = matting.matte(photo, mask)
+    args = arguments(__doc__, "harmonize_before_after.png")
+    photo, edge = cut_out(args.photo)
     backdrop = evening(photo.size)
-    half = (round(SIDE * photo.width / photo.height), SIDE)
-    sheet = Image.new("RGB", (len(STRENGTHS) * (half[0] + GAP) - GAP, SIDE), (255, 255, 255))
-    for k, strength in enumerate(STRENGTHS):
+    panels = []
+    for strength in STRENGTHS:
         person = harmonize.harmonize(edge.foreground, edge.alpha, photo, backdrop, strength)
-        panel = Image.fromarray(imaging.composite(person, edge.alpha, backdrop))
-        sheet.paste(panel.resize(half, Image.Resampling.LANCZOS), (k * (half[0] + GAP), 0))
-    sheet.save(args.out, optimize=True)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KB)")
+        panels.append(Image.fromarray(imaging.composite(person, edge.alpha, backdrop)))
+    save_sheet(panels, SIDE, GAP, args.out)
 
 
 if __name__ == "__main__":
