@@ -16,33 +16,19 @@ from pathlib import Path
 import requests
 
 from handler import contract
-from handler.serve import group
+from handler.serve import group, instance
 from handler.serve.errors import ServeError
 from handler.serve.hints import stop_hint
-from handler.serve.instance import (
-    DEFAULT_CONFIG,
-    DEFAULT_MODEL,
-    DEFAULT_MODEL_STORE,
-    DEFAULT_WORKDIR,
-    KEY_FILE_NAME,
-    READY_TIMEOUT_S,
-    STATE_NAME,
-    STOP_TIMEOUT_S,
-    Server,
-    environment,
-    log_tail,
-    read_keys,
-    read_state,
-)
+from handler.serve.instance import Server, environment, log_tail, read_keys, read_state
 from handler.serve.properties import api_addresses, check_ports, read_properties, write_config
 from handler.serve.tools import check_prerequisites, torchserve
 
 
-def start_server(workdir: str | Path = DEFAULT_WORKDIR, model_store: str | Path = DEFAULT_MODEL_STORE,
-                 models: Mapping[str, str] | None = None, model_name: str = DEFAULT_MODEL,
-                 config: str | Path = DEFAULT_CONFIG, ports: Mapping[str, int] | None = None,
+def start_server(workdir: str | Path = instance.DEFAULT_WORKDIR, model_store: str | Path = instance.DEFAULT_MODEL_STORE,
+                 models: Mapping[str, str] | None = None, model_name: str = instance.DEFAULT_MODEL,
+                 config: str | Path = instance.DEFAULT_CONFIG, ports: Mapping[str, int] | None = None,
                  overrides: Mapping[str, str | None] | None = None,
-                 ready_timeout: float = READY_TIMEOUT_S) -> Server:
+                 ready_timeout: float = instance.READY_TIMEOUT_S) -> Server:
     """Start TorchServe in the background and return once ``model_name``'s workers are READY.
 
     ``models`` maps names to archives to load at start (default ``{model_name: model_name.mar}``;
@@ -96,7 +82,7 @@ def _prepare_folder(workdir: Path) -> None:
     """The instance folder with ``logs/`` and ``tmp/``, and no key file of an earlier run to mistake for ours."""
     for sub in ("logs", "tmp"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    (workdir / KEY_FILE_NAME).unlink(missing_ok=True)
+    (workdir / instance.KEY_FILE_NAME).unlink(missing_ok=True)
 
 
 def _launch(workdir: Path, cfg: Path, model_store: Path) -> subprocess.Popen:
@@ -111,7 +97,7 @@ def _launch(workdir: Path, cfg: Path, model_store: Path) -> subprocess.Popen:
         console.close()
 
 
-def wait_ready(server: Server, model_name: str | None, timeout: float = READY_TIMEOUT_S) -> dict | None:
+def wait_ready(server: Server, model_name: str | None, timeout: float = instance.READY_TIMEOUT_S) -> dict | None:
     """Wait for the key file and, if ``model_name``, for all its workers READY; return its description."""
     deadline = time.monotonic() + timeout
     description = None
@@ -150,7 +136,7 @@ def _model_ready(server: Server, model_name: str | None) -> tuple[bool, dict | N
     return ready, description
 
 
-def stop_server(workdir: str | Path = DEFAULT_WORKDIR, timeout: float = STOP_TIMEOUT_S) -> bool:
+def stop_server(workdir: str | Path = instance.DEFAULT_WORKDIR, timeout: float = instance.STOP_TIMEOUT_S) -> bool:
     """Stop the instance of ``workdir`` and every process it started; False if none was running.
 
     ``torchserve --stop`` (same TMPDIR and working directory) lets the frontend shut its workers
@@ -173,8 +159,8 @@ def stop_server(workdir: str | Path = DEFAULT_WORKDIR, timeout: float = STOP_TIM
     group.reap(pgid)  # our own child, if this process started it
     if group.alive(pgid, workdir):
         raise ServeError(f"processes of TorchServe group {pgid} survived SIGKILL")
-    (workdir / STATE_NAME).unlink(missing_ok=True)
-    (workdir / KEY_FILE_NAME).unlink(missing_ok=True)
+    (workdir / instance.STATE_NAME).unlink(missing_ok=True)
+    (workdir / instance.KEY_FILE_NAME).unlink(missing_ok=True)
     return was_running
 
 
