@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.robustness import CASES, cut_by_frame, group_of_two, people_behind, small_far, small_group
+from segmenter import people
 from training import scenes
 
 
@@ -55,7 +56,7 @@ def test_small_group_has_small_people_on_a_person_free_background() -> None:
     image, truth = small_group(SAMPLES, 3)
     # The background is cut from a person-free part of photo 3, so every person pixel was pasted.
     assert image.height < SAMPLES[3][0].height or image.width < SAMPLES[3][0].width
-    assert 1 <= len(_components(truth)) <= 6 and 0 < truth.mean() < 0.5
+    assert 1 <= people.label(truth)[1] <= 6 and 0 < truth.mean() < 0.5
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -83,23 +84,3 @@ def test_scene_cases_are_the_same_every_run() -> None:
     for build in (small_group, people_behind):
         (i1, t1), (i2, t2) = build(SAMPLES, 1), build(SAMPLES, 1)
         assert np.array_equal(np.asarray(i1), np.asarray(i2)) and np.array_equal(t1, t2)
-
-
-def _components(mask: np.ndarray) -> list[int]:
-    """Heights of the 4-connected regions of ``mask`` (a small flood fill: no scipy here)."""
-    seen = np.zeros_like(mask)
-    heights = []
-    for y, x in zip(*np.nonzero(mask), strict=True):
-        if seen[y, x]:
-            continue
-        stack, rows = [(y, x)], []
-        seen[y, x] = True
-        while stack:
-            cy, cx = stack.pop()
-            rows.append(cy)
-            for ny, nx in ((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)):
-                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    stack.append((ny, nx))
-        heights.append(max(rows) - min(rows) + 1)
-    return heights
