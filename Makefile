@@ -9,11 +9,11 @@ MODEL_NAME ?= person_segmenter
 # GIMP 3 root for the headless plug-in tests, cached outside the clone.
 GIMP_ROOT ?= /var/cache/replace-background/gimp3-root
 
-.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench gpu-data train-shipped
+.PHONY: setup test test-gimp-root test-fast lint mar serve stop train evaluate install-gimp-plugin gimp-root clean mediapipe-venv quality robustness bench gpu-data train-shipped matting-compare
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-compare.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -70,6 +70,14 @@ robustness: setup mediapipe-venv
 	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp || { echo "make robustness: no $(DATASETS)/eg1800 and $(DATASETS)/ccp; run make robustness DATASETS=/path/to/datasets"; exit 2; }
 	$(PY) benchmarks/robustness.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
 	    --val-list training/splits/shared_val.txt --limit 60
+
+# The edge stage against the plain blend and rembg's alpha matting on 24 validation photos, soft and fine
+# (hair-like) mattes (docs/BENCHMARKS.md, "Edge stage"). Installs the benchmark-only pymatting first.
+matting-compare: setup
+	@test -d $(DATASETS)/eg1800 -a -d $(DATASETS)/ccp || { echo "make matting-compare: no $(DATASETS)/eg1800 and $(DATASETS)/ccp; run make matting-compare DATASETS=/path/to/datasets"; exit 2; }
+	$(PY) -m pip install -q -r requirements-compare.txt
+	$(PY) benchmarks/tuning/matting_quality.py --data $(DATASETS)/eg1800 --data $(DATASETS)/ccp \
+	    --val-list training/splits/shared_val.txt --limit 24 --crops docs/images --speed 1 12
 
 # The shipped model's whole recipe, person-segmenter 1.0.0 from ImageNet weights (about 8 h on 2 CPU cores;
 # docs/TRAINING.md): DATASETS holds ccp/, eg1800/ and vikram/; runs go to TRAIN_WORK.

@@ -22,6 +22,7 @@ passes over the band. Measured in benchmarks/tuning/matting_quality.py and docs/
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,28 +33,31 @@ from PIL import Image
 
 from segmenter import refine
 
-# Matting is solved on at most this many pixels; larger photos are matted at a reduced copy. Larger working
-# sizes gave no better edges on the validation photos (a band a few pixels wide converges in fewer steps)
-# and cost more; this one keeps a served 1-MP composite within its latency target (docs/BENCHMARKS.md,
-# "Design choices in the code").
+# The coarse matte is solved on at most this many pixels (larger photos: a reduced copy, brought back by a
+# guided filter); a larger copy converged more slowly and scored worse in the same time (docs/research/edge-stage.md).
 WORK_PIXELS = 100_000
-# Half-width of the unknown band as a fraction of the working copy's diagonal (at least MIN_BAND pixels):
-# 2 working pixels for photos above WORK_PIXELS, 0.5% of the diagonal at full size too.
-BAND_FRACTION = 0.005
+# The unknown band: pixels within this fraction of the working copy's diagonal (at least MIN_BAND pixels) of
+# any pixel the mask is not sure of. Sure person is a mask value above SURE_PERSON, sure background below
+# SURE_BACKGROUND, as in rembg's alpha-matting trimap, so the band covers the mask's own soft edge and more.
+BAND_FRACTION = 0.0075
 MIN_BAND = 2
+SURE_PERSON = 240
+SURE_BACKGROUND = 10
 # Closed-form matting's regulariser (per window covariance + EPS / 9): smaller follows finer colour lines.
-EPS = 1e-5
+EPS = 1e-6
 # Weight of the model's own mask as a prior in the band: keeps isolated band pieces (no sure pixel of one
-# kind nearby) from drifting and makes conjugate gradients converge in fewer steps.
-PRIOR_WEIGHT = 1e-3
-# Conjugate-gradient steps: fewer left visibly more of the old background, more gained little for their time.
-CG_TOLERANCE = 1e-4
-CG_MAX_ITER = 50
+# kind nearby) from drifting. Weak: the band is wide enough for the photo's colours to decide.
+PRIOR_WEIGHT = 1e-5
+# Conjugate-gradient steps on the working copy: fewer left visibly more of the old background.
+CG_TOLERANCE = 1e-5
+CG_MAX_ITER = 150
 # Window radius of the blur-fusion colour estimate, as a fraction of the working copy's diagonal.
 COLOUR_RADIUS_FRACTION = 0.03
 # Bringing a working-size matte to full size: guided filter window radius (working pixels) and regulariser.
 UPSAMPLE_RADIUS = 2
-UPSAMPLE_EPS = 1e-4
+UPSAMPLE_EPS = 1e-5
+# A brought-back matte within this of 0 or 1 is made 0 or 1.
+SETTLE = 0.02
 
 
 @dataclass
@@ -77,12 +81,14 @@ def _max_filter(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def trimap(mask: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(person, unknown)`` boolean maps: sure person / sure background lie farther than ``radius``
-    from the mask's 0.5 outline (square distance), the band between them is unknown."""
-    person = torch.from_numpy(np.ascontiguousarray(mask >= 128)).float()[None, None]
-    near_person = _max_filter(person, radius)[0, 0].numpy() > 0
-    near_background = _max_filter(1 - person, radius)[0, 0].numpy() > 0
-    return ~near_background, near_person & near_background
+    """``(person, unknown)`` boolean maps: sure person lies farther than ``radius`` (square distance) from
+    every pixel the mask is not sure is person (``<= SURE_PERSON``), sure background as far from every pixel
+    that may be person (``>= SURE_BACKGROUND``); the band between them is unknown. On a hard mask this is
+    ``radius`` pixels each side of the outline."""
+    values = torch.from_numpy(np.array(mask, np.uint8, copy=True))[None, None]
+    near_unsure = _max_filter((values <= SURE_PERSON).float(), radius)[0, 0].numpy() > 0
+    near_maybe_person = _max_filter((values >= SURE_BACKGROUND).float(), radius)[0, 0].numpy() > 0
+    return ~near_unsure, near_unsure & near_maybe_person
 
 
 # The 25 offsets (dy, dx) in -2..2 by which two pixels of one 3x3 window can differ: the Laplacian's stencil.
@@ -90,9 +96,17 @@ _OFFSETS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 
 
 def _windows(unknown: np.ndarray) -> np.ndarray:
-    """Flat indices (K x 9) of the 3x3 windows that touch an unknown pixel (centres off the border)."""
+    """Flat indices (K x 9) of the 3x3 windows that touch an unknown pixel (centres off the border).
+
+    One byte per pixel of the photo and the unknown pixels' neighbours, no float map: the full-resolution
+    pass calls it on 12-megapixel photos."""
     h, w = unknown.shape
-    touch = _max_filter(torch.from_numpy(unknown).float()[None, None], 1)[0, 0].numpy() > 0
+    flat = np.flatnonzero(unknown)
+    touch = np.zeros(h * w, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            touch[np.clip(flat + (dy * w + dx), 0, h * w - 1)] = True
+    touch = touch.reshape(h, w)
     touch[[0, -1], :] = False
     touch[:, [0, -1]] = False
     centres = np.flatnonzero(touch)
@@ -103,8 +117,11 @@ def _windows(unknown: np.ndarray) -> np.ndarray:
 def _window_values(image: np.ndarray, idx: np.ndarray, eps: float) -> np.ndarray:
     """The matting Laplacian's contribution of each window (K x 81): ``delta_ij - (1 + (I_i - mu)^T
     (Sigma + eps/9)^-1 (I_j - mu)) / 9`` (Levin et al. 2008, eq. 12). The 3x3 inverses by the adjugate,
-    as in ``refine._coefficients``: plain elementwise arrays, no per-window LAPACK call."""
-    colours = image.reshape(-1, 3)[idx]  # K x 9 x 3
+    as in ``refine._coefficients``: plain elementwise arrays, no per-window LAPACK call. ``image`` is float in
+    [0, 1] or uint8 (the full-size photo itself, never copied whole to float)."""
+    colours = image.reshape(-1, 3)[idx].astype(np.float64)  # K x 9 x 3
+    if image.dtype == np.uint8:
+        colours /= 255
     d = colours - colours.mean(1, keepdims=True)
     c = np.einsum("kni,knj->kij", d, d) / 9 + (eps / 9) * np.eye(3, dtype=d.dtype)
     adj = np.empty_like(c)
@@ -162,25 +179,29 @@ def _cg(apply_a: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray, x: np.ndar
     return x
 
 
-def solve_alpha(image: np.ndarray, person: np.ndarray, unknown: np.ndarray, prior: np.ndarray,
-                eps: float | None = None, prior_weight: float | None = None) -> np.ndarray:
+def solve_alpha(image: np.ndarray, known: np.ndarray, unknown: np.ndarray, prior: np.ndarray,
+                eps: float | None = None, prior_weight: float | None = None,
+                max_iter: int | None = None) -> np.ndarray:
     """Closed-form alpha (float32 HxW in [0, 1]) with only the band's windows and unknowns in the system.
 
-    ``image`` is HxWx3 float in [0, 1]; ``prior`` the model's mask in [0, 1], used as a weak prior and as
-    conjugate gradients' starting point (it is close already: few iterations).
+    ``image`` is HxWx3 float in [0, 1] or uint8; ``known`` holds the alpha of the pixels outside the band
+    (boolean sure person, or a float map); ``prior`` is the first guess in the band (the model's mask, or
+    the working copy's matte brought to full size), used as a weak prior and as conjugate gradients'
+    starting point, so a few steps refine it rather than solve from nothing.
     """
     eps = EPS if eps is None else eps
     prior_weight = PRIOR_WEIGHT if prior_weight is None else prior_weight
+    max_iter = CG_MAX_ITER if max_iter is None else max_iter
     h, w = unknown.shape
-    alpha = person.astype(np.float32)
+    alpha = known.astype(np.float32)
     flat_unknown = np.flatnonzero(unknown)
     n = flat_unknown.size
     if n == 0:
         return alpha
     idx = _windows(unknown)
-    pos = np.full(h * w, -1, np.int64)
+    pos = np.full(h * w, -1, np.int32 if h * w < 2**31 else np.int64)
     pos[flat_unknown] = np.arange(n)
-    stencil = _stencil(_window_values(np.asarray(image, np.float64), idx, eps), idx, pos, n)
+    stencil = _stencil(_window_values(image, idx, eps), idx, pos, n)
     # n x 25; an offset that leaves the photo has a zero coefficient (no window holds both pixels), so
     # clipping its index only keeps the gather inside the array
     neighbours = np.clip(flat_unknown[:, None] + np.array([dy * w + dx for dy, dx in _OFFSETS]), 0, h * w - 1)
@@ -188,14 +209,22 @@ def solve_alpha(image: np.ndarray, person: np.ndarray, unknown: np.ndarray, prio
     compact[compact < 0] = n  # known neighbours read the zero slot
     start = prior.ravel()[flat_unknown].astype(np.float32)
     rhs = prior_weight * start - (stencil * np.where(unknown, 0, alpha).ravel()[neighbours]).sum(1)
-    padded = np.zeros(n + 1, np.float32)
+    del neighbours
+    # the stencil as a sparse row matrix over the unknowns plus one zero slot for the known neighbours:
+    # torch's CSR product is six times faster than gathering the 25 neighbours with numpy
+    with warnings.catch_warnings():  # "CSR support is in beta": the product used here is stable since torch 2.0
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(torch.arange(0, 25 * n + 1, 25, dtype=torch.int64),
+                                         torch.from_numpy(compact.ravel().astype(np.int64)),
+                                         torch.from_numpy(stencil.ravel()), size=(n, n + 1), check_invariants=False)
+    padded = torch.zeros(n + 1)
 
     def apply_a(v: np.ndarray) -> np.ndarray:
-        """``(L_U + prior_weight I) v`` from the stencil: unknown neighbours gathered, known ones read zero."""
-        padded[:n] = v
-        return (stencil * padded[compact]).sum(1) + prior_weight * v
+        """``(L_U + prior_weight I) v``: unknown neighbours from ``v``, known ones read the zero slot."""
+        padded[:n] = torch.from_numpy(v)
+        return torch.mv(matrix, padded).numpy() + prior_weight * v
 
-    x = _cg(apply_a, rhs.astype(np.float32), start, stencil[:, 12] + prior_weight, CG_TOLERANCE, CG_MAX_ITER)
+    x = _cg(apply_a, rhs.astype(np.float32), start, stencil[:, 12] + prior_weight, CG_TOLERANCE, max_iter)
     alpha.ravel()[flat_unknown] = np.clip(x, 0, 1)
     return alpha
 
@@ -290,8 +319,34 @@ def matte(image: Image.Image, mask: np.ndarray) -> Matte:
         return _matte(image, mask)
 
 
+def _grow(region: np.ndarray) -> np.ndarray:
+    """``region`` and its eight neighbours (a 3x3 dilation by shifts)."""
+    out = region.copy()
+    out[1:] |= region[:-1]
+    out[:-1] |= region[1:]
+    rows = out.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def _changed(unknown: np.ndarray, alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The band's working pixels whose matte the full-size photo needs, and their neighbours (the
+    bilinear footprint): those the solve left unsure or moved off the mask's own sure value. The rest of
+    the band keeps the mask, so the full-size work follows the soft part of the outline, not the band."""
+    sure = (alpha <= SETTLE) | (alpha >= 1 - SETTLE)
+    kept = sure & ((alpha >= 0.5) == (mask >= 128)) & ((mask == 0) | (mask == 255))
+    return _grow(unknown & ~kept) & unknown
+
+
+def _settle(a: np.ndarray) -> np.ndarray:
+    """The band's brought-back matte with its near-sure values made sure: the guided filter leaves a faint
+    haze (a few percent of the old background) across the band that rounding clears."""
+    return np.where(a <= SETTLE, 0, np.where(a >= 1 - SETTLE, 1, a)).astype(np.float32)
+
+
 def _matte(image: Image.Image, mask: np.ndarray) -> Matte:
-    """``matte``'s work: everything at the working size, then only the band's pixels at full size."""
+    """``matte``'s work: the matte and colours at the working size, then only the band's pixels at full size."""
     width, height = image.size
     work = _scaled(width, height, WORK_PIXELS)
     small_img = _resize(image, work)
@@ -301,17 +356,23 @@ def _matte(image: Image.Image, mask: np.ndarray) -> Matte:
     alpha = solve_alpha(pixels, person, unknown, small_mask.astype(np.float32) / 255)
     fg, bg = estimate_colours(pixels, alpha, max(1, round(COLOUR_RADIUS_FRACTION * float(np.hypot(*work)))))
 
-    ys, xs = _band(unknown, image.size)
+    ys, xs = _band(_changed(unknown, alpha, small_mask), image.size)
     photo = np.array(image)
     observed = photo[ys, xs].astype(np.float32) / 255
+    scale = work[0] / width
     if work == image.size:
-        a, f, b = alpha[ys, xs][:, None], fg[ys, xs], bg[ys, xs]
+        a = alpha[ys, xs]
     else:
-        maps = _sample(np.concatenate([_coefficients(alpha, pixels), fg, bg], 2), ys, xs, work[0] / width)
-        a = np.clip((maps[:, :3] * observed).sum(1, keepdims=True) + maps[:, 3:4], 0, 1)
-        f, b = maps[:, 4:7], maps[:, 7:10]
+        coefficients = _sample(_coefficients(alpha, pixels), ys, xs, scale)
+        a = _settle(np.clip((coefficients[:, :3] * observed).sum(1) + coefficients[:, 3], 0, 1))
     full_alpha = mask.copy()
-    full_alpha[ys, xs] = (a[:, 0] * 255 + 0.5).astype(np.uint8)
+    full_alpha[ys, xs] = (a * 255 + 0.5).astype(np.uint8)
+    # only the soft pixels need the person's own colour: where alpha is 1 it is the photo's, where 0 unseen
+    soft = (a > 0) & (a < 1)
+    ys, xs, a, observed = ys[soft], xs[soft], a[soft, None], observed[soft]
+    colours = np.concatenate([fg, bg], 2)
+    maps = colours[ys, xs] if work == image.size else _sample(colours, ys, xs, scale)
+    f, b = maps[:, :3], maps[:, 3:]
     # the residual of the compositing equation, split by least squares: F takes it where alpha is high
     residual = observed - a * f - (1 - a) * b
     f += residual * (a / (a * a + (1 - a) * (1 - a)))

@@ -22,7 +22,7 @@ RUNS = {
     "training/evaluate.py": ([], "overall"),
     "benchmarks/tuning/refine_quality.py": (["--batch-size", "2"], "guided"),
     "benchmarks/tuning/levels_quality.py": (["--lows", "0,0.25"], "(shipped)"),
-    "benchmarks/tuning/matting_quality.py": (["--crop-size", "16"], "mask handed to render"),
+    "benchmarks/tuning/matting_quality.py": (["--crop-size", "16"], "edge stage (served)"),
     "benchmarks/studies/canvas_quality.py": ([], "top, 352:256"),
     "benchmarks/studies/tta_quality.py": (["--second-size", "96", "--thresholds", "0.5"], "IoU"),
     "benchmarks/studies/adaptive_window.py": (["--taus", "1e-2", "--qs", "soft"], "narrow 1/64 (served)"),
