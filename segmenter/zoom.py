@@ -6,20 +6,17 @@ tiles of the photo, each at the full input size (so twice the resolution for a 2
 tiles into one probability map and merges it with the first pass's.
 
 It costs a tile batch (four forward passes for 2 x 2), so ``"auto"`` spends it only where the first pass
-suggests small people: when no person in it is tall, or when it holds several people. What each mode
-gains and loses per hard case is measured by ``benchmarks/tuning/zoom_quality.py`` (docs/BENCHMARKS.md, "Zoom pass").
+suggests small people: when no person in it is tall. What each mode gains and loses per hard case is
+measured by ``benchmarks/tuning/zoom_quality.py`` (docs/BENCHMARKS.md, "Zoom pass").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
-from segmenter.people import label
 
 ZOOM_MODES = ("off", "auto", "on")
 # What the server and evaluate.py use unless told otherwise. "off": on the validation sets and their hard cases
@@ -28,19 +25,10 @@ ZOOM_MODES = ("off", "auto", "on")
 DEFAULT_ZOOM = "off"
 GRID = 2  # tiles per side
 OVERLAP = 0.25  # share of a tile's side that it shares with its neighbour
-# "auto" looks again when the first pass's tallest person (a connected region of confident pixels, its height
-# as a share of the photo's) is below AUTO_MAX_HEIGHT, or when it holds AUTO_MIN_PEOPLE people or more: a group,
-# where the people behind the first are the ones missed. Regions under FRAGMENT_AREA of the map are pieces
-# (a hand, a speckle), not people.
+# "auto" looks again when the first pass's tallest person (rows holding confident person pixels, as a share of
+# the photo's height) is below this.
 AUTO_MAX_HEIGHT = 0.75
-AUTO_MIN_PEOPLE = 2
-FRAGMENT_AREA = 0.002
 CONFIDENT = 0.5
-# In the merge, a person the first pass saw at least this tall keeps the first pass's map (the tiles cut it
-# and see it without its context); elsewhere the tiles may add what they find. docs/research/zoom-pass.md.
-KEEP_FIRST_HEIGHT = 0.5
-# ... and so does a margin around them, as a share of the map's longer side (their soft edge).
-KEEP_FIRST_MARGIN = 0.02
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in photo pixels
 
@@ -54,51 +42,16 @@ def tile_boxes(width: int, height: int, grid: int = GRID, overlap: float = OVERL
     return [(x0, y0, x1, y1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
 
 
-def people(prob: torch.Tensor, confident: float = CONFIDENT) -> tuple[np.ndarray, list[float]]:
-    """The first pass's people: a label map of its confident regions (0 outside, fragments dropped) and
-    each region's height as a share of the map's, in label order."""
-    labels, n = label((prob >= confident).numpy())
-    if n == 0:
-        return labels, []
-    h = labels.shape[0]
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
-    rows = np.nonzero(labels)[0]
-    ids = labels[labels > 0]
-    top = np.full(n + 1, h)
-    bottom = np.full(n + 1, -1)
-    np.minimum.at(top, ids, rows)
-    np.maximum.at(bottom, ids, rows)
-    keep = areas >= FRAGMENT_AREA * labels.size
-    keep[0] = False
-    renumber = np.zeros(n + 1, np.int32)
-    renumber[keep] = np.arange(1, int(keep.sum()) + 1)
-    heights = ((bottom[keep] - top[keep] + 1) / h).tolist()
-    return renumber[labels], heights
-
-
 def person_height(prob: torch.Tensor, confident: float = CONFIDENT) -> float:
-    """The tallest person's height as a share of the map's: near 1 for a portrait, small for far people."""
-    return max(people(prob, confident)[1], default=0.0)
+    """Share of the map's rows that hold a confident person pixel: near 1 for a portrait, small for far people."""
+    rows = (prob >= confident).any(dim=1)
+    return float(rows.float().mean()) if rows.numel() else 0.0
 
 
-def wants_zoom(prob: torch.Tensor, mode: str, max_height: float = AUTO_MAX_HEIGHT,
-               min_people: int = AUTO_MIN_PEOPLE) -> bool:
+def wants_zoom(prob: torch.Tensor, mode: str, max_height: float = AUTO_MAX_HEIGHT) -> bool:
     if mode not in ZOOM_MODES:
         raise ValueError(f"unknown zoom {mode!r}; expected one of: {', '.join(ZOOM_MODES)}")
-    if mode != "auto":
-        return mode == "on"
-    heights = people(prob)[1]
-    return max(heights, default=0.0) < max_height or len(heights) >= min_people
-
-
-def _first_keeps(first: torch.Tensor, size: tuple[int, int], height: float) -> torch.Tensor:
-    """Where the merge keeps the first pass: its people at least ``height`` tall and a margin around them."""
-    labels, heights = people(first)
-    tall = np.flatnonzero(np.asarray(heights) >= height) + 1
-    keep = torch.from_numpy(np.isin(labels, tall).astype(np.float32))
-    r = max(1, round(KEEP_FIRST_MARGIN * max(first.shape)))
-    keep = F.max_pool2d(keep[None, None], 2 * r + 1, stride=1, padding=r)
-    return F.interpolate(keep, size=size, mode="nearest")[0, 0] > 0
+    return mode == "on" or (mode == "auto" and person_height(prob) < max_height)
 
 
 def _window(h: int, w: int) -> torch.Tensor:
@@ -113,15 +66,12 @@ def _resize(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def zoomed(image: Image.Image, first: torch.Tensor,
-           predict: Callable[[Sequence[Image.Image]], list[torch.Tensor]], scale: int = GRID,
-           keep_first_height: float | None = KEEP_FIRST_HEIGHT) -> torch.Tensor:
+           predict: Callable[[Sequence[Image.Image]], list[torch.Tensor]], scale: int = GRID) -> torch.Tensor:
     """The merged probability map at ``scale`` times the first pass's size.
 
     ``predict`` is the low-resolution forward pass (``Segmenter.predict_lowres``); the tiles go through it in
     one batch. A person counts where either look is confident (the maximum), so a person the tiles find
-    is added; but around a person the first pass saw at least ``keep_first_height`` tall the first pass's
-    map stays as it is: the tiles cut a large person and judge its pieces without the rest, which cost
-    large people more than the small ones gained. ``None``: the maximum everywhere.
+    is added and the first pass's whole-photo view keeps a large person whole where a tile cuts it.
     """
     h, w = first.shape
     out_h, out_w = h * scale, w * scale
@@ -137,8 +87,4 @@ def zoomed(image: Image.Image, first: torch.Tensor,
         acc[ty0:ty1, tx0:tx1] += _resize(prob, (ty1 - ty0, tx1 - tx0)) * win
         weight[ty0:ty1, tx0:tx1] += win
     tiles = acc / weight.clamp_min(1e-6)
-    before = _resize(first, (out_h, out_w))
-    merged = torch.maximum(tiles, before)
-    if keep_first_height is None:
-        return merged
-    return torch.where(_first_keeps(first, (out_h, out_w), keep_first_height), before, merged)
+    return torch.maximum(tiles, _resize(first, (out_h, out_w)))

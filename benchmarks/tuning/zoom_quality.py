@@ -1,13 +1,12 @@
-"""The zoom pass: what it gains per hard case, what it costs, and what ``"auto"`` sends to it.
+"""The zoom pass: what it gains per hard case, what it costs, and which ``zoom.AUTO_MAX_HEIGHT`` to serve.
 
     python benchmarks/tuning/zoom_quality.py --data datasets/eg1800 --data datasets/ccp \\
         --val-list training/splits/shared_val.txt --limit 30
 
 Builds ``benchmarks/robustness.py``'s cases from the validation pairs and scores, per case, the mask with
-the zoom pass off; on with the plain maximum merge; on with the served merge (large people keep the first
-pass, ``zoom.KEEP_FIRST_HEIGHT``); and ``"auto"`` as served (``zoom.wants_zoom``), with the share of photos it
-sends to the second look, which is what it costs. Rerun it when the model changes: the trigger depends on how
-confident the first pass is.
+the zoom pass off, on, and "auto" at several thresholds of the first pass's person height (with the share of
+photos each threshold sends to the second look, which is what it costs). Rerun it when the model changes:
+the threshold depends on how confident the first pass is.
 """
 
 from __future__ import annotations
@@ -33,9 +32,11 @@ from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
 from segmenter.refine import WORK_SIZE, upsample
 
+THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.01)
+
 
 def score(seg: Segmenter, image, truth: np.ndarray) -> dict[str, float]:
-    """IoU and milliseconds of one photo with the zoom pass off and on (both merges), and the served trigger."""
+    """IoU and milliseconds of one photo with the zoom pass off and on, and its first-pass person height."""
     cut = round(THRESHOLD * 255)
     t = torch.from_numpy(truth)
     start = time.perf_counter()
@@ -43,28 +44,27 @@ def score(seg: Segmenter, image, truth: np.ndarray) -> dict[str, float]:
     off = upsample(first, image)
     t_off = time.perf_counter() - start
     start = time.perf_counter()
-    tiles = seg.predict_lowres([image.crop(box) for box in zoom.tile_boxes(*image.size)])
-    out = {}
-    for name, keep in (("on", zoom.KEEP_FIRST_HEIGHT), ("max", None)):
-        finer = zoom.zoomed(image, first, lambda _: tiles, keep_first_height=keep)
-        out[name] = upsample(finer, image, "guided", WORK_SIZE * zoom.GRID)
-        if name == "on":
-            t_on = t_off + time.perf_counter() - start
-
-    def iou(mask: np.ndarray) -> float:
-        return image_metrics(torch.from_numpy(mask >= cut), t)["iou"]
-
-    return {"auto": zoom.wants_zoom(first, "auto"), "height": zoom.person_height(first),
-            "off": iou(off), "on": iou(out["on"]), "max": iou(out["max"]), "ms_off": t_off * 1000, "ms_on": t_on * 1000}
+    finer = zoom.zoomed(image, first, seg.predict_lowres)
+    on = upsample(finer, image, "guided", WORK_SIZE * zoom.GRID)
+    t_on = t_off + time.perf_counter() - start
+    return {"height": zoom.person_height(first),
+            "off": image_metrics(torch.from_numpy(off >= cut), t)["iou"],
+            "on": image_metrics(torch.from_numpy(on >= cut), t)["iou"],
+            "ms_off": t_off * 1000, "ms_on": t_on * 1000}
 
 
 def report(rows: dict[str, list[dict[str, float]]]) -> None:
-    print("| case | images | off | on, maximum merge | on (served merge) | auto (share zoomed) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    heads = " | ".join(f"auto {th:.2f}" for th in THRESHOLDS)
+    print(f"| case | images | off | on | {heads} |")
+    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in THRESHOLDS) + " |")
     for case, rs in rows.items():
-        auto = [r["on"] if r["auto"] else r["off"] for r in rs]
-        print(f"| {case} | {len(rs)} | {np.mean([r['off'] for r in rs]):.4f} | {np.mean([r['max'] for r in rs]):.4f} | "
-              f"{np.mean([r['on'] for r in rs]):.4f} | {np.mean(auto):.4f} ({np.mean([r['auto'] for r in rs]):.0%}) |")
+        cells = []
+        for th in THRESHOLDS:
+            picked = [r["on"] if r["height"] < th else r["off"] for r in rs]
+            zoomed = np.mean([r["height"] < th for r in rs])
+            cells.append(f"{np.mean(picked):.4f} ({zoomed:.0%})")
+        print(f"| {case} | {len(rs)} | {np.mean([r['off'] for r in rs]):.4f} | "
+              f"{np.mean([r['on'] for r in rs]):.4f} | " + " | ".join(cells) + " |")
     every = [r for rs in rows.values() for r in rs]
     print(f"\nmedian ms per photo: off {np.median([r['ms_off'] for r in every]):.0f}, "
           f"on {np.median([r['ms_on'] for r in every]):.0f} (photos of {len(every)} built cases)")

@@ -26,48 +26,14 @@ def test_tiles_cover_the_photo_and_overlap(size: tuple[int, int]) -> None:
     assert covered.min() >= 1 and covered.max() >= 2  # every pixel seen, neighbours share a band
 
 
-def test_person_height_is_the_tallest_confident_region() -> None:
+def test_person_height_is_the_share_of_rows_with_a_confident_person() -> None:
     prob = torch.zeros(100, 80)
     prob[10:40, 5:10] = 0.9
     prob[60:65, 50:60] = 0.4  # unsure: not counted
     assert zoom.person_height(prob) == pytest.approx(0.30)
     assert zoom.wants_zoom(prob, "auto") and not zoom.wants_zoom(prob, "off") and zoom.wants_zoom(prob, "on")
-    prob[45:90, 5:10] = 0.9  # a second small person below the first: the rows they fill together do not count
-    assert zoom.person_height(prob) == pytest.approx(0.45)
-
-
-def test_auto_looks_again_at_small_people_and_groups_not_at_a_portrait() -> None:
-    portrait = torch.zeros(100, 80)
-    portrait[5:100, 20:60] = 0.9
-    assert not zoom.wants_zoom(portrait, "auto")
-    portrait[50, 70] = 0.9  # a speckle is a fragment, not a second person
-    assert not zoom.wants_zoom(portrait, "auto")
-    group = portrait.clone()
-    group[60:80, 65:75] = 0.9  # someone beside the main person: a group, where people behind are missed
-    assert len(zoom.people(group)[1]) == 2 and zoom.wants_zoom(group, "auto")
-
-
-def test_merge_keeps_the_first_pass_on_a_large_person() -> None:
-    """Tiles judge a large person in pieces: around a person the first pass saw tall, its map stays, while
-    a small person only the tiles see is still added."""
-    arr = np.full((200, 300, 3), 20, np.uint8)
-    arr[120:160, 250:270] = 240  # small, bright: the fake tiles find it
-    photo = Image.fromarray(arr)
-
-    def tiles_say(tiles: Sequence[Image.Image]) -> list[torch.Tensor]:
-        out = []
-        for tile in tiles:
-            small = np.asarray(tile.resize((max(1, tile.width // 4), max(1, tile.height // 4))))[..., 0]
-            out.append(torch.from_numpy(np.where(small > 128, 1.0, 0.3).astype(np.float32)))
-        return out
-
-    first = torch.zeros(50, 75)
-    first[2:48, 10:40] = 0.8  # a tall person, whom the tiles see at 0.3
-    merged = zoom.zoomed(photo, first, tiles_say)
-    assert torch.allclose(merged[10:90, 25:75], torch.full((80, 50), 0.8))  # the first pass, not the tiles
-    assert merged[60:80, 125:135].mean() > 0.8  # the small person the tiles found
-    plain = zoom.zoomed(photo, first, tiles_say, keep_first_height=None)
-    assert plain[0:4, 0:4].min() >= 0.3 - 1e-6 and merged[0:4, 120:150].max() == pytest.approx(0.3)
+    prob[:, 40] = 0.8  # a person from top to bottom: a portrait keeps today's single pass
+    assert not zoom.wants_zoom(prob, "auto")
 
 
 def test_unknown_zoom_is_a_clear_error() -> None:
