@@ -4,8 +4,8 @@ At an edge pixel the photo's colour is a mix, ``photo = alpha * person + (1 - al
 Blending that mixed colour over a new background as it is leaves a fringe of the old one around hair and
 outlines. So, after ``refine`` has brought the mask to full resolution:
 
-1. **Trimap from the mask**: pixels farther than ``band`` from the mask's 0.5 outline are sure (person or
-   background); the band in between is unknown. Its half-width scales with the photo's diagonal.
+1. **Trimap from the mask**: pixels farther than ``band`` from every pixel the mask is unsure of are sure
+   (person or background); the band in between is unknown. Its margin scales with the photo's diagonal.
 2. **Closed-form matting** (Levin, Lischinski & Weiss 2008) in the band only: the matting Laplacian is built
    for the windows that touch an unknown pixel and the linear system is solved for the unknown pixels alone,
    so the cost follows the outline's length, not the photo's area (pymatting's ``cf_laplacian`` allocates
@@ -16,7 +16,8 @@ outlines. So, after ``refine`` has brought the mask to full resolution:
 
 Photos above ``WORK_PIXELS`` are matted at a working resolution and the matte is brought back with a guided
 filter on the full-resolution photo (as ``refine`` does for the mask), so the full-size work is a few
-passes over the band. Measured in benchmarks/tuning/matting_quality.py and docs/BENCHMARKS.md.
+passes over the band's soft part. Measured against a plain blend and against rembg's alpha matting in
+benchmarks/tuning/matting_quality.py (docs/BENCHMARKS.md, docs/research/edge-stage.md).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from PIL import Image
 
 from segmenter import refine
 
-# The coarse matte is solved on at most this many pixels (larger photos: a reduced copy, brought back by a
-# guided filter); a larger copy converged more slowly and scored worse in the same time (docs/research/edge-stage.md).
-WORK_PIXELS = 100_000
+# The matte is solved on at most this many pixels (larger photos: a reduced copy, brought back by a guided
+# filter on the full-size photo). Smaller copies converge in fewer steps and scored as well down to 25,000
+# pixels, on the validation photos and on them enlarged 3x (docs/research/edge-stage.md).
+WORK_PIXELS = 50_000
 # The unknown band: pixels within this fraction of the working copy's diagonal (at least MIN_BAND pixels) of
 # any pixel the mask is not sure of. Sure person is a mask value above SURE_PERSON, sure background below
 # SURE_BACKGROUND, as in rembg's alpha-matting trimap, so the band covers the mask's own soft edge and more.
@@ -268,7 +270,7 @@ def _sample(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: float) -> n
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Bilinear with Pillow's box pre-reduction: a 12-MP photo to 0.1 MP in a few ms, without aliasing."""
+    """Bilinear with Pillow's box pre-reduction: a 12-MP photo to the working size in a few ms, without aliasing."""
     return image if image.size == size else image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
@@ -302,8 +304,9 @@ def _band(unknown: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
 def _one_torch_thread() -> Iterator[None]:
     """Run the stage's torch calls on one thread, then give the worker its threads back.
 
-    They work on ~100,000-pixel maps, too small to gain from a second thread; with the second core busy
-    (another worker, a training run) every one of them waited on it, several times the stage's own time.
+    They work on working-size maps (at most WORK_PIXELS), too small to gain from a second thread; with the
+    second core busy (another worker, a training run) every one of them waited on it, several times the
+    stage's own time.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -62,11 +62,11 @@ def test_edge_stage_removes_most_of_the_old_background(size: tuple[int, int]) ->
 
 def test_nothing_changes_away_from_the_outline() -> None:
     """Outside the band the mask and the photo are used exactly as they are; inside, the matte is soft."""
-    matte, photo, _ = _scene((320, 240))
+    matte, photo, _ = _scene((240, 180))  # below WORK_PIXELS: matted at full size, the band is the trimap's
     mask = _hard_mask(matte)
     m = matting.matte(Image.fromarray(photo), mask)
-    assert m.alpha.shape == mask.shape and m.alpha.dtype == np.uint8 and m.foreground.size == (320, 240)
-    person, unknown = matting.trimap(mask, matting.band_radius(320, 240))
+    assert m.alpha.shape == mask.shape and m.alpha.dtype == np.uint8 and m.foreground.size == (240, 180)
+    person, unknown = matting.trimap(mask, matting.band_radius(240, 180))
     far = ~unknown
     np.testing.assert_array_equal(m.alpha[far], mask[far])
     np.testing.assert_array_equal(np.asarray(m.foreground)[far], photo[far])
