@@ -171,6 +171,7 @@ class PersonSegmenterHandler(BaseHandler):
                 probs = self.segmenter.predict_lowres([j.image for j in group], tta)
                 for job, prob in zip(group, probs, strict=True):
                     job.mask = self.segmenter.full_mask(prob, job.image, job.options.refine, tta, job.options.zoom)
+                    job.certainty = prob if job.options.keep else None
         return jobs
 
     def postprocess(self, jobs: list[Job | Failure]) -> list[bytes]:
@@ -219,7 +220,7 @@ def render(job: Job) -> bytes:
     opts, image, mask = job.options, job.image, job.mask
     assert mask is not None
     if opts.keep:  # choose who stays: the people no point chose leave the mask, so the cut-out and composite
-        mask = people.keep_people(mask, opts.keep)
+        mask = people.keep_people(mask, opts.keep, job.certainty)
     if opts.mode == "mask":
         return imaging.encode_png(mask)
     photo = image

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -43,6 +43,9 @@ from handler.contract import (
     ZOOM_MODES,
 )
 from segmenter.imaging import parse_color
+
+if TYPE_CHECKING:  # the annotation only: parsing a request needs no torch
+    import torch
 
 # The option names, values and limits are the HTTP contract (handler/contract.py, shared with the
 # client and the GIMP plug-in); this module only parses a request against it.
@@ -111,6 +114,8 @@ class Job:
     options: Options
     background: Image.Image | None = None
     mask: np.ndarray | None = None
+    # the network's probability map (its input size): tells touching people apart for ``keep``
+    certainty: torch.Tensor | None = None
 
 
 @dataclass

@@ -15,6 +15,12 @@ kept person whole and soft:
   lies below the 0.5 threshold, survives; where two people nearly touch, the pixels between them go to
   whichever region is nearer.
 
+People who touch are split where the network tells them apart: given its probability map (``certainty``),
+each region's near-certain cores (at least ``CORE_LEVEL``), each at least ``CORE_SHARE`` of the region, are
+its people, and the rest of the region goes to the nearest core within it. The network is near-certain
+inside each body and less so where two bodies meet; one body is one core (an arm or a head less certain
+than the trunk is too small a core to count).
+
 Only the kept pixels of the soft mask are left as they were: the rest becomes 0. Numpy only (no scipy: it
 is not a dependency of the server).
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 Point = tuple[float, float]  # x, y in the photo's pixels (after its EXIF orientation)
@@ -32,6 +39,10 @@ WORK_SIDE = 512  # regions are found on a copy whose longer side is at most this
 THRESHOLD = 128  # a mask value at or above this (0.5 of 255) is person
 FRAGMENT_FRACTION = 0.001  # regions under this share of the photo's area are pieces, not people
 FRAGMENT_REACH = 0.02  # as a share of the working copy's diagonal: how far a piece or an edge may lie
+# Splitting touching people (docs/BENCHMARKS.md, "Choosing who stays"): a core is where the network's
+# probability is at least CORE_LEVEL; a region with two or more cores of CORE_SHARE of its area is cut.
+CORE_LEVEL = 253 / 255
+CORE_SHARE = 0.25
 
 
 def label(binary: np.ndarray) -> tuple[np.ndarray, int]:
@@ -90,9 +101,10 @@ def _work_copy(mask: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.BOX)) >= THRESHOLD
 
 
-def _grow(owner: np.ndarray, steps: int) -> np.ndarray:
+def _grow(owner: np.ndarray, steps: int, within: np.ndarray | None = None) -> np.ndarray:
     """Each unlabelled pixel takes the label of the nearest labelled one within ``steps`` (chessboard
-    distance; ties go to the higher label)."""
+    distance; ties go to the higher label); with ``within``, only those pixels take one, and the distance
+    is measured inside them (a label does not jump a gap)."""
     t = owner.astype(np.int32)
     for _ in range(steps):
         padded = np.pad(t, 1)
@@ -102,10 +114,52 @@ def _grow(owner: np.ndarray, steps: int) -> np.ndarray:
             for dx in range(3):
                 np.maximum(grown, padded[dy:dy + h, dx:dx + w], out=grown)
         grown = np.where(t > 0, t, grown)
+        if within is not None:
+            grown[(t == 0) & ~within] = 0
         if np.array_equal(grown, t):
             break
         t = grown
     return t
+
+
+def split_touching(labels: np.ndarray, n: int, certainty: np.ndarray) -> tuple[np.ndarray, int]:
+    """``labels`` (n regions) with every region that holds two or more near-certain cores cut between
+    them: each core keeps the region's pixels nearest to it (inside the region), as a label of its own.
+
+    ``certainty`` is the network's probability at the labels' size, float in [0, 1].
+    """
+    cores, m = label((labels > 0) & (certainty >= CORE_LEVEL))
+    if m < 2:
+        return labels, n
+    core_area = np.bincount(cores.ravel(), minlength=m + 1)
+    region_of = np.zeros(m + 1, np.int64)
+    region_of[cores[cores > 0]] = labels[cores > 0]  # a core lies inside one region
+    region_area = np.bincount(labels.ravel(), minlength=n + 1)
+    big = np.flatnonzero((core_area >= CORE_SHARE * region_area[region_of]) & (np.arange(m + 1) > 0))
+    per_region = np.bincount(region_of[big], minlength=n + 1)
+    split = np.flatnonzero(per_region >= 2)
+    if split.size == 0:
+        return labels, n
+    seeds = np.zeros_like(labels)
+    count = n
+    for r in split:
+        for k, core in enumerate(big[region_of[big] == r]):
+            if k == 0:
+                seeds[cores == core] = r
+            else:
+                count += 1
+                seeds[cores == core] = count
+    cut = np.isin(labels, split)
+    owner = _grow(seeds, max(labels.shape), within=cut)
+    return np.where(cut & (owner > 0), owner, labels).astype(labels.dtype), count
+
+
+def _certainty_at(certainty: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """The network's probability map resized (bilinear) to ``size`` (width, height), float32."""
+    values = np.asarray(certainty.float().cpu() if isinstance(certainty, torch.Tensor) else certainty, np.float32)
+    if values.shape[::-1] == size:
+        return values
+    return np.asarray(Image.fromarray(values, "F").resize(size, Image.Resampling.BILINEAR), np.float32)
 
 
 def _nearest_label(labels: np.ndarray, allowed: np.ndarray, x: float, y: float) -> int:
@@ -117,10 +171,12 @@ def _nearest_label(labels: np.ndarray, allowed: np.ndarray, x: float, y: float) 
     return int(labels[ys[d.argmin()], xs[d.argmin()]])
 
 
-def kept_regions(mask: np.ndarray, points: Sequence[Point], side: int = WORK_SIDE) -> np.ndarray:
+def kept_regions(mask: np.ndarray, points: Sequence[Point], side: int = WORK_SIDE,
+                 certainty: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """A boolean map at the mask's size: True where the pixel belongs to a person a point chose.
 
     ``mask`` is HxW uint8 (255 = person); points are (x, y) in its pixels and must lie inside it.
+    ``certainty``, the network's probability map at any size, lets touching people be told apart.
     """
     h, w = mask.shape
     binary = _work_copy(mask, side)
@@ -128,6 +184,8 @@ def kept_regions(mask: np.ndarray, points: Sequence[Point], side: int = WORK_SID
     labels, n = label(binary)
     if n == 0:
         return np.zeros((h, w), bool)
+    if certainty is not None:
+        labels, n = split_touching(labels, n, _certainty_at(certainty, (ww, wh)))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     whole = np.flatnonzero(sizes >= FRAGMENT_FRACTION * wh * ww)
     whole = whole[whole > 0]
@@ -159,17 +217,19 @@ def kept_regions(mask: np.ndarray, points: Sequence[Point], side: int = WORK_SID
     return keep[rows][:, cols]
 
 
-def keep_people(mask: np.ndarray, points: Sequence[Point]) -> np.ndarray:
+def keep_people(mask: np.ndarray, points: Sequence[Point],
+                certainty: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """``mask`` with every person no point chose set to 0; the chosen ones keep their soft edge.
 
-    No points: the mask as it is (everyone stays).
+    No points: the mask as it is (everyone stays). With ``certainty`` (the network's probability map),
+    people who touch are told apart (``split_touching``); without it a region is one person.
     """
     if not points:
         return mask
     for x, y in points:
         if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
             raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
-    return np.where(kept_regions(mask, points), mask, 0).astype(np.uint8)
+    return np.where(kept_regions(mask, points, certainty=certainty), mask, 0).astype(np.uint8)
 
 
 def regions_at_threshold(mask: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, int]:

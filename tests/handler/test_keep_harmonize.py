@@ -97,6 +97,23 @@ def test_a_point_keeps_one_person_in_mask_cutout_and_composite(stub_handler: Per
     assert _person(out, RIGHT)[..., 0].min() >= 200  # the right person stayed
 
 
+def test_keep_hands_the_networks_map_to_the_split(stub_handler: PersonSegmenterHandler,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Touching people are told apart by the network's probability map: the handler keeps it for the
+    requests that choose who stays (and only for them), and ``keep`` receives it."""
+    seen: list[tuple[int, ...]] = []
+    real = people.split_touching
+
+    def spy(labels: np.ndarray, n: int, certainty: np.ndarray) -> tuple[np.ndarray, int]:
+        seen.append(certainty.shape)
+        return real(labels, n, certainty)
+
+    monkeypatch.setattr(people, "split_touching", spy)
+    answers = run(stub_handler, [form(PNG, keep="90,130"), raw(PNG), form(PNG, mode="cutout", keep="270,120")])
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert len(seen) == 2 and all(len(shape) == 2 for shape in seen)
+
+
 def test_keep_in_a_batch_each_request_its_own_and_a_bad_point_fails_alone(
         stub_handler: PersonSegmenterHandler) -> None:
     answers = run(stub_handler, [form(PNG, keep="90,130"), raw(PNG), form(PNG, keep="400,10"),

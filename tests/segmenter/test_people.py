@@ -88,6 +88,41 @@ def test_people_who_touch_are_one_region() -> None:
     assert np.array_equal(people.keep_people(mask, [(240, 330)]), mask)
 
 
+def _certainty(h: int, w: int, gap: int, dip: float) -> np.ndarray:
+    """A network-like probability map at a tenth of the size: near 1 inside each ellipse of ``_two_people``,
+    ``dip`` where the two meet (they overlap between x = 344 and 360)."""
+    small = people._certainty_at(_two_people(h, w, gap).astype(np.float32) / 255, (w // 10, h // 10))
+    prob = np.where(small > 0.5, 0.999, small).astype(np.float32)
+    prob[:, 34:37] = np.minimum(prob[:, 34:37], dip)  # the seam, x = 340 to 370
+    return prob
+
+
+def test_the_network_tells_touching_people_apart() -> None:
+    """Given the network's map, one point keeps one of two people who touch: each body is a near-certain
+    core, the seam between them is not, and the seam's pixels go to the nearer body."""
+    mask = _two_people(gap=120)
+    left = (240, 330)
+    kept = people.keep_people(mask, [left], _certainty(600, 800, 120, 0.9))
+    assert np.array_equal(kept[:, :330], mask[:, :330])  # the left person whole
+    assert kept[:, 380:].max() == 0  # the right one dropped
+    right = people.keep_people(mask, [(480, 360)], _certainty(600, 800, 120, 0.9))
+    assert right[:, :330].max() == 0 and np.array_equal(right[:, 380:], mask[:, 380:])
+    # certain all through the seam: one region, as without the map
+    assert np.array_equal(people.keep_people(mask, [left], _certainty(600, 800, 120, 0.999)), mask)
+
+
+def test_a_small_certain_part_does_not_split_a_person() -> None:
+    """A core below CORE_SHARE of its region (a hand, a head less certain at the neck) stays with its body."""
+    mask = _two_people()[:, :400]  # one person
+    prob = people._certainty_at(mask.astype(np.float32) / 255, (40, 60))
+    prob = np.where(prob > 0.5, 0.999, prob).astype(np.float32)
+    prob[18:20, :] = np.minimum(prob[18:20, :], 0.9)  # a less certain neck: a small head core above it
+    labels, n = people.label(mask >= 128)
+    split, m = people.split_touching(labels, n, people._certainty_at(prob, mask.shape[::-1]))
+    assert m == n == 1 and np.array_equal(split, labels)
+    assert np.array_equal(people.keep_people(mask, [(120, 400)], prob), mask)
+
+
 def test_a_loose_piece_goes_with_the_nearest_person() -> None:
     mask = _two_people()
     mask[300:306, 155:158] = 255  # a small piece just left of the left person (a detached hand)
