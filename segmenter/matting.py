@@ -322,24 +322,14 @@ def matte(image: Image.Image, mask: np.ndarray) -> Matte:
         return _matte(image, mask)
 
 
-def _grow(region: np.ndarray) -> np.ndarray:
-    """``region`` and its eight neighbours (a 3x3 dilation by shifts)."""
-    out = region.copy()
-    out[1:] |= region[:-1]
-    out[:-1] |= region[1:]
-    rows = out.copy()
-    out[:, 1:] |= rows[:, :-1]
-    out[:, :-1] |= rows[:, 1:]
-    return out
-
-
 def _changed(unknown: np.ndarray, alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The band's working pixels whose matte the full-size photo needs, and their neighbours (the
     bilinear footprint): those the solve left unsure or moved off the mask's own sure value. The rest of
     the band keeps the mask, so the full-size work follows the soft part of the outline, not the band."""
     sure = (alpha <= SETTLE) | (alpha >= 1 - SETTLE)
     kept = sure & ((alpha >= 0.5) == (mask >= 128)) & ((mask == 0) | (mask == 255))
-    return _grow(unknown & ~kept) & unknown
+    grown = _max_filter(torch.from_numpy(unknown & ~kept).float()[None, None], 1)[0, 0].numpy() > 0
+    return grown & unknown
 
 
 def _settle(a: np.ndarray) -> np.ndarray:

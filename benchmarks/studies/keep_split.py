@@ -54,22 +54,6 @@ def distance(region: np.ndarray) -> np.ndarray:
     return d
 
 
-def _dilate_into(owner: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
-    """Unowned ``allowed`` pixels next to an owned one take its owner, ``steps`` times."""
-    h, w = owner.shape
-    for _ in range(steps):
-        p = np.pad(owner, 1)
-        best = owner.copy()
-        for dy in range(3):
-            for dx in range(3):
-                np.maximum(best, p[dy:dy + h, dx:dx + w], out=best)
-        grow = (owner == 0) & allowed & (best > 0)
-        if not grow.any():
-            break
-        owner = np.where(grow, best, owner)
-    return owner
-
-
 def split(region: np.ndarray, persistence: float, levels: int = 32) -> np.ndarray:
     """Basins of the region (labels 1..k): a watershed on the distance from its peaks, flooding down at
     ``levels`` thresholds; a peak that rises less than ``persistence`` of its height above the saddle where it
@@ -84,7 +68,7 @@ def split(region: np.ndarray, persistence: float, levels: int = 32) -> np.ndarra
     previous = top
     for t in thresholds:
         level = d >= t
-        owner = _dilate_into(owner, level, (previous - t) * 2 + 2)
+        owner = people._grow(owner, (previous - t) * 2 + 2, within=level)
         labels, n = people.label(level)
         for c in range(1, n + 1):
             inside = labels == c
@@ -98,7 +82,7 @@ def split(region: np.ndarray, persistence: float, levels: int = 32) -> np.ndarra
                     if o != best and peak[o] - t < persistence * peak[o]:
                         owner[owner == o] = best
         previous = t
-    return _dilate_into(owner, region, 4 * max(region.shape))
+    return people._grow(owner, 4 * max(region.shape), within=region)
 
 
 def keep_split(mask: np.ndarray, point: tuple[int, int], persistence: float) -> np.ndarray:
