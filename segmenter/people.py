@@ -21,8 +21,8 @@ its people, and the rest of the region goes to the nearest core within it. The n
 inside each body and less so where two bodies meet; one body is one core (an arm or a head less certain
 than the trunk is too small a core to count).
 
-Only the kept pixels of the soft mask are left as they were: the rest becomes 0. Numpy only (no scipy: it
-is not a dependency of the server).
+Only the kept pixels of the soft mask are left as they were: the rest becomes 0. Numpy, and torch only to
+read the network's map (no scipy: it is not a dependency of the server).
 """
 
 from __future__ import annotations
