@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segmenter.refine import resize_map
+
 Point = tuple[float, float]  # x, y in the photo's pixels (after its EXIF orientation)
 
 WORK_SIDE = 512  # regions are found on a copy whose longer side is at most this many pixels
@@ -155,11 +157,12 @@ def split_touching(labels: np.ndarray, n: int, certainty: np.ndarray) -> tuple[n
 
 
 def _certainty_at(certainty: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """The network's probability map resized (bilinear) to ``size`` (width, height), float32."""
-    values = np.asarray(certainty.float().cpu() if isinstance(certainty, torch.Tensor) else certainty, np.float32)
+    """The network's probability map resized (bilinear, as the mask's upsampling does) to ``size`` (width,
+    height), float32."""
+    values = torch.as_tensor(certainty, dtype=torch.float32).cpu()
     if values.shape[::-1] == size:
-        return values
-    return np.asarray(Image.fromarray(values, "F").resize(size, Image.Resampling.BILINEAR), np.float32)
+        return values.numpy()
+    return resize_map(values, size[::-1]).numpy()
 
 
 def _nearest_label(labels: np.ndarray, allowed: np.ndarray, x: float, y: float) -> int:

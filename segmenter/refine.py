@@ -112,6 +112,15 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def resize_map(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A probability map (H x W) resized bilinearly to ``size`` (height, width), float32.
+
+    The one resampling of the network's map outside the guided filter, so the zoom pass's tiles and the
+    ``keep`` split read the map the way the mask's own upsampling does.
+    """
+    return _upsample(prob.float()[None, None], size)[0, 0]
+
+
 def _coefficients(guide: torch.Tensor, p: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-window linear model ``p ~ a . I + b`` (a: 1xCxhxw, b: 1x1xhxw) for a 1- or 3-channel guide.
 

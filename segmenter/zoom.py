@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from segmenter.refine import resize_map
 
 ZOOM_MODES = ("off", "auto", "on")
 # What the server and evaluate.py use unless told otherwise. "off": on the validation sets and their hard cases
@@ -61,10 +62,6 @@ def _window(h: int, w: int) -> torch.Tensor:
     return torch.outer(wy / wy.max(), wx / wx.max()).clamp_min(1e-3)
 
 
-def _resize(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(prob[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-
-
 def zoomed(image: Image.Image, first: torch.Tensor,
            predict: Callable[[Sequence[Image.Image]], list[torch.Tensor]], scale: int = GRID) -> torch.Tensor:
     """The merged probability map at ``scale`` times the first pass's size.
@@ -84,7 +81,7 @@ def zoomed(image: Image.Image, first: torch.Tensor,
         tx0, ty0 = round(x0 * sx), round(y0 * sy)
         tx1, ty1 = max(tx0 + 1, round(x1 * sx)), max(ty0 + 1, round(y1 * sy))
         win = _window(ty1 - ty0, tx1 - tx0)
-        acc[ty0:ty1, tx0:tx1] += _resize(prob, (ty1 - ty0, tx1 - tx0)) * win
+        acc[ty0:ty1, tx0:tx1] += resize_map(prob, (ty1 - ty0, tx1 - tx0)) * win
         weight[ty0:ty1, tx0:tx1] += win
     tiles = acc / weight.clamp_min(1e-6)
-    return torch.maximum(tiles, _resize(first, (out_h, out_w)))
+    return torch.maximum(tiles, resize_map(first, (out_h, out_w)))
