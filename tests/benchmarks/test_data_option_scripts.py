@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import build_tiny_checkpoint
 from tests.training.conftest import make_dataset
 
-pytestmark = pytest.mark.slow  # ten script start-ups, about two minutes on two busy cores
+pytestmark = pytest.mark.slow  # eleven script start-ups, about two minutes on two busy cores
 
 REPO = Path(__file__).resolve().parents[2]
 MEDIAPIPE = REPO / ".venv-mediapipe" / "bin" / "python"
@@ -27,6 +27,7 @@ RUNS = {
     "benchmarks/studies/tta_quality.py": (["--second-size", "96", "--thresholds", "0.5"], "IoU"),
     "benchmarks/studies/adaptive_window.py": (["--taus", "1e-2", "--qs", "soft"], "narrow 1/64 (served)"),
     "benchmarks/studies/resolution_ceiling.py": (["--sizes", "64"], "IoU@64"),
+    "benchmarks/studies/zoom_merge.py": ([], "auto, new 0.1"),
     "benchmarks/quality.py": (["--no-tta"], "MediaPipe"),
     "benchmarks/robustness.py": ([], "MediaPipe"),
 }
