@@ -220,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1600, help="batches of 8")
     p.add_argument("--threshold", type=float, nargs="+", default=[0.5, 0.3])
     p.add_argument("--share", type=float, nargs="+", default=[0.25, 0.1, 0.05])
+    p.add_argument("--strength", type=float, nargs="*", default=[],
+                   help="also score keeping a cut the seams made only where their mean along it is at least this")
     p.add_argument("--picture", type=Path, help="also write the seams on a few photos to this PNG")
     args = p.parse_args(argv)
     model, _ = checkpoint.load_model(args.checkpoint or checkpoint.default_weights())
@@ -244,31 +246,64 @@ def main(argv: Sequence[str] | None = None) -> int:
             prob = seg.predict_lowres([image])[0]
             mask = seg.full_mask(prob, image)
         photos.append((f"{root}: {case}", mask, prob.numpy(), seams(seg, features, head, image), truths))
-    settings = [(None, people.CORE_SHARE)] + [(t, s) for t in args.threshold for s in args.share]
+    settings = [(None, people.CORE_SHARE, None)] + [
+        (t, s, q) for t in args.threshold for s in args.share for q in [None, *args.strength]]
     names = list(dict.fromkeys(name for name, *_ in photos))
-    print("\n| seams cut at | core share | " + " | ".join(names) + " | all two-person |")
-    print("| --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
-    served = people.CORE_SHARE
-    for threshold, share in settings:
+    print("\n| seams cut at | core share | new cut kept at | " + " | ".join(names) + " | all two-person |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
+    served, split = people.CORE_SHARE, people.split_touching
+    for threshold, share, strength in settings:
         people.CORE_SHARE = share
         rows: dict[str, list[float]] = {}
         for name, mask, prob, seam, truths in photos:
             cert = prob.copy()
             if threshold is not None:
                 cert[seam >= threshold] = 0
+            if strength is not None:
+                people.split_touching = checked_split(split, prob, seam, strength)
             if name.endswith("single"):
                 kept = people.keep_people(mask, [inside_point(truths[0])], cert) >= CUT
                 rows.setdefault(name, []).append(_iou(kept, truths[0]) - _iou(mask >= CUT, truths[0]))
             else:
                 rows.setdefault(name, []).extend(r["keep"] for r in score(mask, truths, cert))
+            people.split_touching = split
         pair_rows = [v for name, vs in rows.items() if not name.endswith("single") for v in vs]
         cells = " | ".join(f"{np.mean(rows[n]):+.3f}" if n.endswith("single") else f"{np.mean(rows[n]):.3f}"
                            for n in names)
-        print(f"| {'no head' if threshold is None else threshold} | {share:g} | {cells} | {np.mean(pair_rows):.4f} |")
+        print(f"| {'no head' if threshold is None else threshold} | {share:g} | "
+              f"{'-' if strength is None else strength} | {cells} | {np.mean(pair_rows):.4f} |")
     people.CORE_SHARE = served
     if args.picture:
         picture(photos, args.threshold[0]).save(args.picture)
     return 0
+
+
+def checked_split(split: Callable[..., tuple[np.ndarray, int]], prob: np.ndarray, seam: np.ndarray,
+                  strength: float) -> Callable[..., tuple[np.ndarray, int]]:
+    """``split`` (``people.split_touching``) with each cut the served split would not make kept only where the
+    seam's mean along it reaches ``strength``; weaker cuts are joined again, weakest first."""
+    def checked(labels: np.ndarray, n: int, certainty: np.ndarray) -> tuple[np.ndarray, int]:
+        new, m = split(labels, n, certainty)
+        if m == n:
+            return new, m
+        size = labels.shape[::-1]
+        along = people._certainty_at(seam, size)
+        base, _ = split(labels, n, people._certainty_at(prob, size))
+        while True:
+            cuts: dict[tuple[int, int], list[float]] = {}
+            for a, b, s in ((new[:, :-1], new[:, 1:], (along[:, :-1] + along[:, 1:]) / 2),
+                            (new[:-1], new[1:], (along[:-1] + along[1:]) / 2)):
+                at = (a != b) & (a > 0) & (b > 0)
+                for x, y, v in zip(a[at].tolist(), b[at].tolist(), s[at].tolist(), strict=True):
+                    cuts.setdefault((min(x, y), max(x, y)), []).append(v)
+            weak = [(float(np.mean(v)), x, y) for (x, y), v in cuts.items()
+                    if np.bincount(base[new == x]).argmax() == np.bincount(base[new == y]).argmax()
+                    and np.mean(v) < strength]
+            if not weak:
+                return new, m
+            _, x, y = min(weak)
+            new[new == y] = x
+    return checked
 
 
 def picture(photos: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]],

@@ -60,10 +60,12 @@ def test_trains_a_head_and_scores_the_keep_cases(tmp_path: Path) -> None:
     out = tmp_path / "head.pt"
     cmd = [sys.executable, str(REPO / "benchmarks/studies/seam_head.py"), "--data", str(root), "--val-list",
            str(names), "--limit", "2", "--checkpoint", str(ckpt), "--out", str(out), "--steps", "2",
-           "--pairs", "4", "--threshold", "0.5", "--share", "0.25", "--picture", str(tmp_path / "seams.png")]
+           "--pairs", "4", "--threshold", "0.5", "--share", "0.25", "--strength", "0.5",
+           "--picture", str(tmp_path / "seams.png")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.is_file() and (tmp_path / "seams.png").is_file()
-    assert "| no head |" in proc.stdout and "| 0.5 | 0.25 |" in proc.stdout
+    for row in ("| no head |", "| 0.5 | 0.25 | - |", "| 0.5 | 0.25 | 0.5 |"):  # every setting asked for
+        assert row in proc.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)  # reads the head
     assert again.returncode == 0 and "step 0" not in again.stdout
