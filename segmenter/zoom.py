@@ -62,13 +62,12 @@ def _window(h: int, w: int) -> torch.Tensor:
     return torch.outer(wy / wy.max(), wx / wx.max()).clamp_min(1e-3)
 
 
-def zoomed(image: Image.Image, first: torch.Tensor,
-           predict: Callable[[Sequence[Image.Image]], list[torch.Tensor]], scale: int = GRID) -> torch.Tensor:
-    """The merged probability map at ``scale`` times the first pass's size.
+def looks(image: Image.Image, first: torch.Tensor, predict: Callable[[Sequence[Image.Image]], list[torch.Tensor]],
+          scale: int = GRID) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tiles' map (blended where they overlap) and the first look's, both at ``scale`` times its size.
 
     ``predict`` is the low-resolution forward pass (``Segmenter.predict_lowres``); the tiles go through it in
-    one batch. A person counts where either look is confident (the maximum), so a person the tiles find
-    is added and the first pass's whole-photo view keeps a large person whole where a tile cuts it.
+    one batch. Apart from ``zoomed`` so that other ways of merging the two can be measured on the same looks.
     """
     h, w = first.shape
     out_h, out_w = h * scale, w * scale
@@ -83,5 +82,15 @@ def zoomed(image: Image.Image, first: torch.Tensor,
         win = _window(ty1 - ty0, tx1 - tx0)
         acc[ty0:ty1, tx0:tx1] += resize_map(prob, (ty1 - ty0, tx1 - tx0)) * win
         weight[ty0:ty1, tx0:tx1] += win
-    tiles = acc / weight.clamp_min(1e-6)
-    return torch.maximum(tiles, resize_map(first, (out_h, out_w)))
+    return acc / weight.clamp_min(1e-6), resize_map(first, (out_h, out_w))
+
+
+def zoomed(image: Image.Image, first: torch.Tensor,
+           predict: Callable[[Sequence[Image.Image]], list[torch.Tensor]], scale: int = GRID) -> torch.Tensor:
+    """The merged probability map at ``scale`` times the first pass's size.
+
+    A person counts where either look is confident (the maximum), so a person the tiles find is added and the
+    first pass's whole-photo view keeps a large person whole where a tile cuts it (``looks`` gives the two).
+    """
+    tiles, whole = looks(image, first, predict, scale)
+    return torch.maximum(tiles, whole)

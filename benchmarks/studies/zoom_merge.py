@@ -25,34 +25,17 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from benchmarks.robustness import CASES
 from evaluation.data_options import add_data_options, case_runs
 from evaluation.metrics import image_metrics
 from segmenter import checkpoint, people, zoom
 from segmenter.inference import Segmenter
-from segmenter.refine import WORK_SIZE, resize_map, upsample
+from segmenter.refine import WORK_SIZE, upsample
 
 OVERLAPS = (0.1, 0.3)
 GROW = 3  # pixels of the merged map a new region is widened by
 CUT = 128
-
-
-def looks(seg: Segmenter, image: Image.Image, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tiles' map and the first look's, both at the zoom pass's size (``zoom.zoomed`` before its maximum)."""
-    h, w = first.shape
-    out_h, out_w = h * zoom.GRID, w * zoom.GRID
-    acc, weight = torch.zeros(out_h, out_w), torch.zeros(out_h, out_w)
-    boxes = zoom.tile_boxes(*image.size)
-    sx, sy = out_w / image.width, out_h / image.height
-    for (x0, y0, x1, y1), prob in zip(boxes, seg.predict_lowres([image.crop(b) for b in boxes]), strict=True):
-        tx0, ty0 = round(x0 * sx), round(y0 * sy)
-        tx1, ty1 = max(tx0 + 1, round(x1 * sx)), max(ty0 + 1, round(y1 * sy))
-        win = zoom._window(ty1 - ty0, tx1 - tx0)
-        acc[ty0:ty1, tx0:tx1] += resize_map(prob, (ty1 - ty0, tx1 - tx0)) * win
-        weight[ty0:ty1, tx0:tx1] += win
-    return acc / weight.clamp_min(1e-6), resize_map(first, (out_h, out_w))
 
 
 def new_regions(tiles: torch.Tensor, first: torch.Tensor, overlap: float) -> torch.Tensor:
@@ -85,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with torch.inference_mode():
             first = seg.predict_lowres([image])[0]
-            tiles, up = looks(seg, image, first)
+            tiles, up = zoom.looks(image, first, seg.predict_lowres)
             fine = WORK_SIZE * zoom.GRID
             row = {"height": zoom.person_height(first), "off": iou(upsample(first, image)),
                    "on": iou(upsample(torch.maximum(tiles, up), image, "guided", fine))}
