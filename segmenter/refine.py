@@ -115,8 +115,8 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def resize_map(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A probability map (H x W) resized bilinearly to ``size`` (height, width), float32.
 
-    The one resampling of the network's map outside the guided filter, so the zoom pass's tiles and the
-    ``keep`` split read the map the way the mask's own upsampling does.
+    The one plain resampling of the network's map: the bilinear mask, the zoom pass's tiles and the ``keep``
+    split all read the map through it, the way the guided filter's own upsampling does.
     """
     return _upsample(prob.float()[None, None], size)[0, 0]
 
@@ -242,7 +242,7 @@ def guided_upsample(prob: torch.Tensor, image: Image.Image, work_size: int = WOR
 def bilinear_upsample(prob: torch.Tensor, image: Image.Image, levels: tuple[float, float] = LEVELS) -> np.ndarray:
     width, height = image.size
     scale, offset = _levels_affine(levels)
-    return to_uint8(_upsample(prob.float()[None, None], (height, width))[0, 0].mul_(scale).add_(offset))
+    return to_uint8(resize_map(prob, (height, width)).mul_(scale).add_(offset))
 
 
 def to_uint8(prob: torch.Tensor) -> np.ndarray:
