@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from evaluation.pairs import DatasetError, Pair, find_pairs, read_name_list
 from segmenter.imaging import load_image, load_mask
 from segmenter.preprocess import MEAN, STD
 from training import scenes
+from training.losses import IGNORE
 
 
 def split_pairs(pairs: Sequence[Pair], val_names: set[str] | None = None,
@@ -73,12 +75,14 @@ def paste(front: tuple[torch.Tensor, torch.Tensor], back: tuple[torch.Tensor, to
     """Paste the person of ``front`` onto the photo ``back`` (whose own person stays labelled).
 
     Makes groups, overlaps and people on unfamiliar backgrounds out of single-person pairs. The
-    pasted edge is feathered by one pixel so a hard cut-out edge cannot become a shortcut.
+    pasted edge is feathered by one pixel so a hard cut-out edge cannot become a shortcut. Pixels the
+    back's truth leaves out of the loss (``IGNORE``) stay left out where the pasted person does not cover them.
     """
     (fi, fm), (bi, bm) = front, back
-    alpha = v2.functional.gaussian_blur(fm.float(), [3, 3], [0.8])
+    person = fm == 1
+    alpha = v2.functional.gaussian_blur(person.float(), [3, 3], [0.8])
     image = (fi.float() * alpha + bi.float() * (1 - alpha)).round().clamp(0, 255).to(torch.uint8)
-    return tv_tensors.Image(image), tv_tensors.Mask((fm > 0) | (bm > 0)).to(torch.uint8)
+    return tv_tensors.Image(image), tv_tensors.Mask(torch.where(person, 1, bm).to(torch.uint8))
 
 
 Sample = tuple[tv_tensors.Image, tv_tensors.Mask]
@@ -122,11 +126,17 @@ class SegmentationDataset(Dataset):
     (see ``side_by_side`` and ``frame_crop``). With probability ``group_prob`` it becomes a scene of
     several small people instead (``training/scenes.py``): on a person-free part of its own photo, or
     behind its own person, half of the time each.
+
+    ``ignore``, a folder of masks named as the pairs' (``training/bystanders.py`` writes them), marks
+    pixels of a photo's background to leave out of the loss (``training.losses.IGNORE``): people its
+    truth does not label.
     """
 
     def __init__(self, pairs: Sequence[Pair], image_size: int, paste_prob: float = 0.0,
-                 crop_prob: float = 0.0, side_prob: float = 0.0, group_prob: float = 0.0) -> None:
+                 crop_prob: float = 0.0, side_prob: float = 0.0, group_prob: float = 0.0,
+                 ignore: Path | None = None) -> None:
         self.pairs = list(pairs)
+        self.ignore = ignore
         self.group_prob = group_prob
         self.crop_prob = crop_prob
         self.side_prob = side_prob
@@ -143,7 +153,14 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         pair = self.pairs[index]
         image = load_image(pair.image)
-        mask = torch.from_numpy(load_mask(pair.mask)).to(torch.uint8)[None]
+        truth = load_mask(pair.mask)
+        mask = torch.from_numpy(truth).to(torch.uint8)[None]
+        if self.ignore is not None and (self.ignore / f"{pair.name}.png").is_file():
+            left_out = load_mask(self.ignore / f"{pair.name}.png")
+            if left_out.shape != truth.shape:
+                raise DatasetError(f"{self.ignore / f'{pair.name}.png'}: {left_out.shape[1]}x{left_out.shape[0]}, "
+                                   f"but its mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]}")
+            mask[0][torch.from_numpy(left_out & ~truth)] = IGNORE
         img = tv_tensors.Image(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
         return img, tv_tensors.Mask(mask)
 
@@ -167,17 +184,20 @@ class SegmentationDataset(Dataset):
         people = []
         for _ in range(n):
             img, m = self.load(self._other(index))
-            cut = scenes.cut_out(img.permute(1, 2, 0).numpy(), m[0].numpy() > 0)
+            cut = scenes.cut_out(img.permute(1, 2, 0).numpy(), m[0].numpy() == 1)
             if cut is not None:
                 people.append(cut)
-        image, mask = sample[0].permute(1, 2, 0).numpy(), sample[1][0].numpy() > 0
-        background = scenes.background_crop(image, mask, rng) if rng.random() < 0.5 else None
+        image, truth = sample[0].permute(1, 2, 0).numpy(), sample[1][0].numpy()
+        # A background is cut where nobody stands, left-out people included.
+        background = scenes.background_crop(image, truth > 0, rng) if rng.random() < 0.5 else None
         if background is not None:
             image, mask = scenes.group_scene(background, people, rng)
+            out = mask.astype(np.uint8)
         else:
-            image, mask = scenes.people_behind((image, mask), people, rng)
+            image, mask = scenes.people_behind((image, truth == 1), people, rng)
+            out = np.where(~mask & (truth == IGNORE), IGNORE, mask).astype(np.uint8)
         return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
-                tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8))[None]))
+                tv_tensors.Mask(torch.from_numpy(out)[None]))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.load(index)

@@ -9,6 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# A truth value above 1 marks a pixel the loss leaves out: a person the masks do not label (a passer-by in
+# a data set that labels only the main subject), so that finding them is neither rewarded nor punished.
+IGNORE = 2
+
+
+def counted(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The truth with left-out pixels set to 0, and a 0/1 map of the pixels that count."""
+    target = target.float()
+    keep = (target <= 1).float()
+    return target * keep, keep
+
 
 class DiceLoss(nn.Module):
     """1 - soft Dice, computed per image and averaged, so small people count as much as big ones."""
@@ -18,8 +29,8 @@ class DiceLoss(nn.Module):
         self.smooth = smooth
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        prob = torch.sigmoid(logits.float()).flatten(1)
-        target = target.float().flatten(1)
+        target, keep = counted(target.flatten(1))
+        prob = torch.sigmoid(logits.float()).flatten(1) * keep
         inter = (prob * target).sum(1)
         denom = prob.sum(1) + target.sum(1)
         return (1 - (2 * inter + self.smooth) / (denom + self.smooth)).mean()
@@ -34,7 +45,8 @@ class BCEPlusLoss(nn.Module):
         self.bce_weight = bce_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        truth, keep = counted(target)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), truth, weight=keep)
         return self.bce_weight * bce + self.region(logits, target)
 
 
@@ -66,8 +78,9 @@ class LovaszHingeLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float().flatten(1)
-        target = target.float().flatten(1)
-        errors = 1 - logits * (2 * target - 1)
+        target, keep = counted(target.flatten(1))
+        # A left-out pixel sorts last with no error, so it adds nothing to the surrogate or its gradient.
+        errors = torch.where(keep > 0, 1 - logits * (2 * target - 1), -1.0)
         errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
         return (torch.relu(errors_sorted) * lovasz_grad(target.gather(1, perm))).sum(1).mean()
 

@@ -90,6 +90,9 @@ def _add_augmentation_options(p: argparse.ArgumentParser) -> None:
                    "odd aspect ratios)")
     p.add_argument("--side-prob", type=float, default=0.1,
                    help="probability of putting another pair's photo beside a sample first (groups, wide photos)")
+    p.add_argument("--ignore-masks", type=Path, metavar="DIR",
+                   help="a folder of masks named as the pairs' that mark background pixels to leave out of the loss: "
+                   "people the masks do not label, such as passers-by (training/bystanders.py writes them)")
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -130,7 +133,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # A resumed run takes every option from its checkpoint unless given again, except these: --out
 # (default: the checkpoint's folder), --resume and --init. Paths are stored as strings.
 NOT_RESTORED = {"out", "resume", "init", "given"}
-PATH_OPTIONS = {"data", "val_data", "val_list", "model_store", "sample_weights"}
+PATH_OPTIONS = {"data", "val_data", "val_list", "model_store", "sample_weights", "ignore_masks"}
 
 
 def restore_run_args(args: argparse.Namespace, saved: dict) -> None:

@@ -22,6 +22,7 @@ from training.data import (
     split_pairs,
     train_transforms,
 )
+from training.losses import IGNORE
 
 
 def test_pairs_by_base_name(tiny_dataset: Path) -> None:
@@ -185,3 +186,71 @@ def test_dataset_with_groups(tiny_dataset: Path) -> None:
     img, mask = ds[2]
     assert img.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def _ignore_folder(root: Path, names: list[str]) -> Path:
+    """Left-out masks for ``names``: the top-left quarter of each photo (outside its person is marked)."""
+    folder = root / "ignore"
+    folder.mkdir()
+    for name in names:
+        size = Image.open(root / "data" / "Masks" / f"{name}.png").size
+        marked = np.zeros(size[::-1], np.uint8)
+        marked[: size[1] // 2, : size[0] // 2] = 255
+        Image.fromarray(marked).save(folder / f"{name}.png")
+    return folder
+
+
+def test_ignore_masks_mark_background_only(tiny_dataset: Path) -> None:
+    """A left-out mask marks background pixels IGNORE; the labelled person stays 1; photos without one are as
+    they were."""
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, ignore=_ignore_folder(tiny_dataset.parent, ["s001"]))
+    plain = SegmentationDataset(find_pairs([tiny_dataset]), 64)
+    _, mask = ds.load(1)
+    _, truth = plain.load(1)
+    h, w = mask.shape[1:]
+    quarter = torch.zeros_like(truth, dtype=torch.bool)
+    quarter[:, : h // 2, : w // 2] = True
+    assert torch.all(mask[quarter & (truth == 0)] == IGNORE)
+    assert torch.equal(mask[~quarter | (truth == 1)], truth[~quarter | (truth == 1)])
+    assert torch.equal(ds.load(2)[1], plain.load(2)[1])
+
+
+def test_ignore_mask_of_another_size_is_named(tiny_dataset: Path) -> None:
+    folder = tiny_dataset.parent / "ignore"
+    folder.mkdir()
+    Image.new("L", (10, 10), 255).save(folder / "s003.png")
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, ignore=folder)
+    with pytest.raises(DatasetError, match="s003.png: 10x10"):
+        ds.load(3)
+
+
+def test_paste_keeps_left_out_pixels_the_person_does_not_cover() -> None:
+    front_mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    front_mask[:, 4:12, 4:12] = 1
+    front_mask[:, 20:24, 0:4] = IGNORE  # the front photo's own passer-by is not pasted
+    back_mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    back_mask[:, 0:16, 0:16] = IGNORE
+    front = (tv_tensors.Image(torch.full((3, 32, 32), 250, dtype=torch.uint8)), tv_tensors.Mask(front_mask))
+    back = (tv_tensors.Image(torch.full((3, 32, 32), 10, dtype=torch.uint8)), tv_tensors.Mask(back_mask))
+    image, mask = paste(front, back)
+    assert torch.all(mask[0, 4:12, 4:12] == 1)
+    assert (mask[0] == IGNORE).sum() == 16 * 16 - 64
+    assert mask[0, 21, 1] == 0 and image[0, 21, 1] == 10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_group_scene_keeps_left_out_pixels_behind_its_person(tiny_dataset: Path, seed: int) -> None:
+    """Behind the photo's own person, left-out pixels stay left out where no pasted person covers them (and are
+    person where one does); a scene on a cut background has every person labelled, so nothing is left out."""
+    ds = SegmentationDataset(find_pairs([tiny_dataset]), 64, group_prob=1.0,
+                             ignore=_ignore_folder(tiny_dataset.parent, ["s005"]))
+    torch.manual_seed(seed)
+    own = ds.load(5)
+    image, mask = ds.group(own, 5)
+    assert set(mask.unique().tolist()) <= {0, 1, IGNORE}
+    if image.shape == own[0].shape and torch.equal(mask[own[1] == 1], torch.ones_like(mask[own[1] == 1])):
+        behind = own[1] == IGNORE
+        assert torch.all((mask[behind] == IGNORE) | (mask[behind] == 1))
+        assert (mask[behind] == IGNORE).sum() > behind.sum() // 2
+    else:
+        assert not torch.any(mask == IGNORE)

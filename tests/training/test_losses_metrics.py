@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evaluation.metrics import boundary, boundary_f, dice, iou, mean_metrics
-from training.losses import BCEDiceLoss, BCELovaszLoss, DiceLoss, LovaszHingeLoss, make_loss
+from training.losses import IGNORE, BCEDiceLoss, BCELovaszLoss, DiceLoss, LovaszHingeLoss, make_loss
 
 
 def test_iou_and_dice_by_hand() -> None:
@@ -88,3 +88,27 @@ def test_boundary_f_tolerates_small_shift_only() -> None:
 def test_mean_metrics() -> None:
     rows = [{"iou": 1.0, "dice": 1.0, "boundary_f": 0.5}, {"iou": 0.5, "dice": 0.0, "boundary_f": 0.5}]
     assert mean_metrics(rows) == {"iou": 0.75, "dice": 0.5, "boundary_f": 0.5, "count": 2}
+
+
+@pytest.mark.parametrize("loss", [DiceLoss(), BCEDiceLoss(), LovaszHingeLoss(), BCELovaszLoss()],
+                         ids=["dice", "bce_dice", "lovasz", "bce_lovasz"])
+def test_left_out_pixels_change_neither_loss_nor_gradient(loss: torch.nn.Module) -> None:
+    """A pixel marked IGNORE (an unlabelled passer-by) counts for nothing, whatever the network says there."""
+    gen = torch.Generator().manual_seed(3)
+    truth = (torch.rand(2, 1, 6, 6, generator=gen) > 0.5).float()
+    logits = torch.randn(2, 1, 6, 6, generator=gen)
+    marked = truth.clone()
+    marked[:, :, :2] = IGNORE  # two rows left out
+    values = []
+    for top in (-4.0, 4.0):  # the network's call on the left-out rows does not matter
+        x = logits.clone()
+        x[:, :, :2] = top
+        x.requires_grad_(True)
+        value = loss(x, marked)
+        value.backward()
+        assert torch.all(x.grad[:, :, :2] == 0)
+        values.append(value.item())
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    # and the rest is scored as without the rows, up to BCE's mean over every pixel
+    if isinstance(loss, DiceLoss | LovaszHingeLoss):
+        assert values[0] == pytest.approx(loss(logits[:, :, 2:], truth[:, :, 2:]).item(), rel=1e-5)
