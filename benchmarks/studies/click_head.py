@@ -41,7 +41,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from benchmarks.studies.seam_head import KINDS, SIZE, Features, compose, load_training
+from benchmarks.studies.seam_head import (
+    KINDS,
+    SIZE,
+    Features,
+    compose,
+    frozen_network,
+    load_or_train,
+    load_training,
+    sheet,
+    take_step,
+)
 from benchmarks.tuning.keep_quality import CASES, CUT, _iou, inside_point
 from evaluation.data_options import add_data_options, case_runs
 from segmenter import checkpoint, people
@@ -119,14 +129,7 @@ def train(args: argparse.Namespace, features: Features) -> ClickHead:
         p = torch.sigmoid(out)
         dice = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
         loss = F.binary_cross_entropy_with_logits(out, target) + dice.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step == args.steps * 2 // 3:
-            for group in opt.param_groups:
-                group["lr"] = 3e-4
-        if step % 100 == 0:
-            print(f"step {step}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        take_step(opt, loss, step, args.steps, start)
     return head
 
 
@@ -167,18 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, nargs="+", default=[0.5, 0.3])
     p.add_argument("--picture", type=Path, help="also write the head's choice on a few photos to this PNG")
     args = p.parse_args(argv)
-    model, _ = checkpoint.load_model(args.checkpoint or checkpoint.default_weights())
-    for param in model.parameters():
-        param.requires_grad_(False)
+    model = frozen_network(args)
     features = Features(model, range(len(model.decoder)))
-    head = ClickHead(features.channels)
-    if args.out.is_file():
-        head.load_state_dict(torch.load(args.out, weights_only=True))
-    else:
-        head = train(args, features)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(head.state_dict(), args.out)
-    head.eval()
+    head = load_or_train(args, ClickHead(features.channels), lambda: train(args, features))
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
     args.data = args.score_data or [d for d in args.data if Path(d).name != "vikram"]
     cases = {**CASES, "single": lambda a, b: (a[0], [a[1]])}
@@ -233,18 +227,7 @@ def picture(shown: Sequence[tuple[str, Image.Image, np.ndarray, np.ndarray]], he
         gap = np.full((photo.shape[0], 8, 3), 255, np.uint8)
         tile = Image.fromarray(np.concatenate([tint.astype(np.uint8), gap, truth_rgb], 1))
         tiles.append(tile.resize((round(height * tile.width / tile.height), height)))
-    rows: list[list[Image.Image]] = [[]]
-    for tile in tiles:
-        if rows[-1] and sum(t.width + 8 for t in rows[-1]) + tile.width > width:
-            rows.append([])
-        rows[-1].append(tile)
-    sheet = Image.new("RGB", (max(sum(t.width + 8 for t in r) for r in rows), len(rows) * (height + 8)), "white")
-    for y, row in enumerate(rows):
-        x = 0
-        for tile in row:
-            sheet.paste(tile, (x, y * (height + 8)))
-            x += tile.width + 8
-    return sheet
+    return sheet(tiles, height, width)
 
 
 if __name__ == "__main__":

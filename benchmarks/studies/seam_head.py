@@ -186,15 +186,20 @@ def train(args: argparse.Namespace, features: Features) -> SeamHead:
         p = torch.sigmoid(out)
         dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
         loss = F.binary_cross_entropy_with_logits(out, target, pos_weight=torch.tensor(args.pos_weight)) + dice
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step == args.steps * 2 // 3:
-            for group in opt.param_groups:
-                group["lr"] = 3e-4
-        if step % 100 == 0:
-            print(f"step {step}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        take_step(opt, loss, step, args.steps, start)
     return head
+
+
+def take_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, steps: int, start: float) -> None:
+    """One Adam step; the rate drops from 1e-3 to 3e-4 two thirds of the way; a line every 100 batches."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if step == steps * 2 // 3:
+        for group in opt.param_groups:
+            group["lr"] = 3e-4
+    if step % 100 == 0:
+        print(f"step {step}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def seams(seg: Segmenter, features: Features, head: SeamHead, image: Image.Image) -> np.ndarray:
@@ -224,18 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also score keeping a cut the seams made only where their mean along it is at least this")
     p.add_argument("--picture", type=Path, help="also write the seams on a few photos to this PNG")
     args = p.parse_args(argv)
-    model, _ = checkpoint.load_model(args.checkpoint or checkpoint.default_weights())
-    for param in model.parameters():
-        param.requires_grad_(False)
-    features = Features(model, args.levels)
-    head = SeamHead(features.channels)
-    if args.out.is_file():
-        head.load_state_dict(torch.load(args.out, weights_only=True))
-    else:
-        head = train(args, features)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(head.state_dict(), args.out)
-    head.eval()
+    features = Features(frozen_network(args), args.levels)
+    head = load_or_train(args, SeamHead(features.channels), lambda: train(args, features))
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
     args.data = args.score_data or [d for d in args.data if Path(d).name != "vikram"]
     cases = {**CASES, "single": lambda a, b: (a[0], [a[1]])}
@@ -276,6 +271,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.picture:
         picture(photos, args.threshold[0]).save(args.picture)
     return 0
+
+
+def frozen_network(args: argparse.Namespace) -> nn.Module:
+    """The network of ``--checkpoint`` (default: the shipped one), its weights held."""
+    model, _ = checkpoint.load_model(args.checkpoint or checkpoint.default_weights())
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def load_or_train(args: argparse.Namespace, head: nn.Module, fit: Callable[[], nn.Module]) -> nn.Module:
+    """``head`` with the weights in ``--out``, or a head ``fit`` trains, written there; ready to score."""
+    if args.out.is_file():
+        head.load_state_dict(torch.load(args.out, weights_only=True))
+    else:
+        head = fit()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(head.state_dict(), args.out)
+    return head.eval()
 
 
 def checked_split(split: Callable[..., tuple[np.ndarray, int]], prob: np.ndarray, seam: np.ndarray,
@@ -324,6 +338,11 @@ def picture(photos: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, list
             truth[small, 1 - k] = 255  # green, then red
         tile = Image.fromarray(np.concatenate([grey, np.full((h, 4, 3), 255, np.uint8), truth], 1))
         tiles.append(tile.resize((round(height * tile.width / h), height)))
+    return sheet(tiles, height, width)
+
+
+def sheet(tiles: Sequence[Image.Image], height: int, width: int) -> Image.Image:
+    """Tiles of one ``height`` in rows at most ``width`` wide, on white."""
     rows: list[list[Image.Image]] = [[]]
     for tile in tiles:
         if rows[-1] and sum(t.width + 8 for t in rows[-1]) + tile.width > width:
