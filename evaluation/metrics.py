@@ -26,7 +26,7 @@ def dice(pred: torch.Tensor, truth: torch.Tensor) -> float:
     return 1.0 if total == 0 else 2 * (pred & truth).sum().item() / total
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Square dilation as two 1-D max-pools: O(r) per pixel instead of O(r^2), so scoring stays cheap."""
     k = 2 * radius + 1
     x = F.max_pool2d(mask.float()[None, None], (k, 1), stride=1, padding=(radius, 0))
@@ -49,8 +49,8 @@ def boundary_f(pred: torch.Tensor, truth: torch.Tensor, tolerance: float = 0.007
     if n_p == 0 or n_t == 0:
         return 0.0
     r = max(1, math.ceil(tolerance * math.hypot(*truth.shape)))
-    precision = (pb & _dilate(tb, r)).sum().item() / n_p
-    recall = (tb & _dilate(pb, r)).sum().item() / n_t
+    precision = (pb & dilate(tb, r)).sum().item() / n_p
+    recall = (tb & dilate(pb, r)).sum().item() / n_t
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 

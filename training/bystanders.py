@@ -28,9 +28,9 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from evaluation.metrics import dilate
 from evaluation.pairs import DatasetError, find_pairs, read_name_list
 from evaluation.progress import Progress
 from segmenter import checkpoint
@@ -43,10 +43,7 @@ MARGIN = 0.02  # of the photo's diagonal
 
 def grow(binary: np.ndarray, pixels: int) -> np.ndarray:
     """``binary`` grown by ``pixels`` in every direction (a square window)."""
-    if pixels <= 0:
-        return binary
-    t = torch.from_numpy(binary).float()[None, None]
-    return F.max_pool2d(t, 2 * pixels + 1, 1, pixels)[0, 0].numpy() > 0
+    return dilate(torch.from_numpy(binary), pixels).numpy() if pixels > 0 else binary
 
 
 def left_out(found: np.ndarray, truth: np.ndarray, margin: float = MARGIN) -> np.ndarray:
