@@ -58,6 +58,7 @@ from segmenter import checkpoint, people
 from segmenter.inference import Segmenter
 from segmenter.preprocess import normalize
 from segmenter.refine import resize_map
+from training.losses import BCEDiceLoss
 
 WIDTH = 32  # the head's channels
 DISC = 3  # the click's disc radius, in half-resolution pixels
@@ -110,6 +111,7 @@ def train(args: argparse.Namespace, features: Features) -> ClickHead:
     torch.manual_seed(0)
     head = ClickHead(features.channels)
     opt = torch.optim.Adam(head.parameters(), 1e-3)
+    loss_fn = BCEDiceLoss()  # BCE plus Dice per clicked person, as the segmenter trains
     r, start = random.Random(11), time.perf_counter()
     for step in range(args.steps):
         photos, index, points, targets = [], [], [], []
@@ -126,24 +128,23 @@ def train(args: argparse.Namespace, features: Features) -> ClickHead:
         target = F.avg_pool2d(torch.stack(targets)[:, None], 2)
         with torch.autocast("cpu", torch.bfloat16):
             out = head(features(batch)[index], click_maps(points, (SIZE, SIZE))).float()
-        p = torch.sigmoid(out)
-        dice = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-        loss = F.binary_cross_entropy_with_logits(out, target) + dice.mean()
-        take_step(opt, loss, step, args.steps, start)
+        take_step(opt, loss_fn(out, target), step, args.steps, start)
     return head
 
 
 def chosen(seg: Segmenter, features: Features, head: ClickHead, image: Image.Image,
-           point: tuple[int, int]) -> np.ndarray:
-    """The head's probability that a pixel belongs to the clicked person, at the photo's size."""
+           points: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """For each point, the head's probability that a pixel belongs to the person clicked there, at the
+    photo's size; the network runs once for all of them."""
     batch, sizes = seg.model_input([image])
     w, h = sizes[0]
     s = w / image.width  # the photo's pixels to the network's
     with torch.inference_mode():
-        out = torch.sigmoid(head(features(batch.contiguous()), click_maps([(point[0] * s, point[1] * s)],
-                                                                          batch.shape[-2:])).float())
-        out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)[0, 0, :h, :w]
-        return resize_map(out, (image.height, image.width)).numpy()
+        seen = features(batch.contiguous())
+        maps = click_maps([(x * s, y * s) for x, y in points], batch.shape[-2:])
+        out = torch.sigmoid(head(seen.expand(len(points), -1, -1, -1), maps).float())
+        out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)[:, 0, :h, :w]
+        return [resize_map(o, (image.height, image.width)).numpy() for o in out]
 
 
 def kept(rule: str, mask: np.ndarray, prob: torch.Tensor, choice: np.ndarray, point: tuple[int, int],
@@ -185,11 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with torch.inference_mode():
             prob = seg.predict_lowres([image])[0]
             mask = seg.full_mask(prob, image)
-        for k, truth in enumerate(truths):
-            if truth.sum() < 64 or (len(truths) == 2 and truths[1 - k].sum() < 64):
-                continue
-            point = inside_point(truth)
-            choice = chosen(seg, features, head, image, point)
+        clicked = [(truth, inside_point(truth)) for k, truth in enumerate(truths)
+                   if truth.sum() >= 64 and not (len(truths) == 2 and truths[1 - k].sum() < 64)]
+        choices = chosen(seg, features, head, image, [point for _, point in clicked]) if clicked else []
+        for (truth, point), choice in zip(clicked, choices, strict=True):
             if len(shown) < 12 and name not in {n for n, *_ in shown}:
                 shown.append((name, image, choice, truth))
             base = _iou(mask >= CUT, truth) if case == "single" else 0.0
