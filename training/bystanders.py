@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         skip = read_name_list(args.val_list) if args.val_list else set()
-        pairs = [pair for root in args.data for pair in find_pairs([root]) if pair.name not in skip]
+        pairs = [pair for pair in find_pairs(args.data) if pair.name not in skip]
     except DatasetError as exc:
         sys.exit(f"bystanders.py: {exc}")
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
@@ -74,12 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar = Progress(len(pairs), "bystanders")
     try:
         for pair in pairs:
-            truth = load_mask(pair.mask)
-            image = load_image(pair.image)
-            if image.size != truth.shape[::-1]:
-                image = image.resize(truth.shape[::-1], Image.Resampling.BILINEAR)
+            truth = load_mask(pair.mask)  # find_pairs has checked it is the photo's size
             with torch.inference_mode():
-                found = seg.predict_one(image, zoom=args.zoom) >= 128
+                found = seg.predict_one(load_image(pair.image), zoom=args.zoom) >= 128
             marked = left_out(found, truth, args.margin)
             if marked.any():
                 Image.fromarray(marked.astype(np.uint8) * 255).save(args.out / f"{pair.name}.png")
