@@ -1,0 +1,113 @@
+"""Choose who stays: a network told where the user clicked gives the one person under the click.
+
+``keep`` receives points. The segmenter's mask cannot tell two people apart where one stands in front of the
+other: both are "person" and their region is one. Interactive segmentation solves this by giving the network
+the click as an input and training it to answer with the one object under it. ``ClickNet`` does that to the
+segmenter's own network: two click maps (a small disc and a broad Gaussian around the point,
+``click_maps``) pass through their own first convolution, which joins the encoder's first convolution
+before its BatchNorm. It starts from the shipped segmenter's weights with that convolution at zero, and is
+trained whole on photos of two people pasted side by side, in front of or behind each other, the target
+being the clicked person's own mask (``benchmarks/studies/click_net.py``; figures in docs/BENCHMARKS.md).
+
+``people.keep_chosen`` then keeps the mask's person pixels that this network gives to a point, through the
+same region rules as ``people.keep_people``; a point it gives nothing falls back to those rules alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from segmenter import checkpoint
+from segmenter.efficientnet_lite import STEM_CHANNELS
+from segmenter.model import build_model, fold_batchnorm, pad_to_multiple
+from segmenter.refine import resize_map
+
+DISC = 6.0  # the click's disc radius, in network pixels
+SPREAD = 48.0  # the click's Gaussian, in network pixels: about a person's width in a group photo
+CHOSEN = 0.5  # a pixel belongs to the clicked person at this probability or above
+SHIPPED_CHOOSER = Path(__file__).resolve().parent / "weights" / "person_click.pt"
+
+
+def click_maps(points: Sequence[tuple[float, float]], size: tuple[int, int], step: int = 1) -> torch.Tensor:
+    """Nx2xHxW: a disc and a Gaussian around each point (x, y in network pixels) on a map ``step`` times
+    coarser than the network's ``size`` (height, width); the radii scale with ``step``."""
+    yy, xx = torch.meshgrid(torch.arange(size[0] // step, dtype=torch.float32),
+                            torch.arange(size[1] // step, dtype=torch.float32), indexing="ij")
+    offset = (step - 1) / (2 * step)  # a coarse pixel's centre is the mean of the fine ones it covers
+    maps = []
+    for x, y in points:
+        d2 = (xx - (x / step - offset)) ** 2 + (yy - (y / step - offset)) ** 2
+        maps.append(torch.stack([(d2 <= (DISC / step) ** 2).float(), torch.exp(-d2 / (2 * (SPREAD / step) ** 2))]))
+    return torch.stack(maps)
+
+
+class ClickNet(nn.Module):
+    """The segmenter's encoder U-Net with a second input, the click maps, joined at its first convolution."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(net, "encoder"):
+            raise ValueError("a click network needs an encoder U-Net (the from-scratch U-Net has no stem to join)")
+        self.net = net
+        self.click = nn.Conv2d(2, STEM_CHANNELS, 3, 2, bias=False)
+        nn.init.zeros_(self.click.weight)  # the start is the segmenter itself
+        self.multiple = net.multiple
+
+    def forward(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        maps = self.net.encoder._stem_pad(pad_to_multiple(maps.to(x.dtype), self.multiple))
+        return self.net(x, stem_extra=self.click(maps))
+
+    def folded(self) -> ClickNet:
+        """An eval-mode copy with every BatchNorm folded (``model.fold_batchnorm``). The first BatchNorm
+        also scales what the clicks add before it, so their convolution takes its scale first."""
+        bn = self.net.encoder._bn0
+        out = fold_batchnorm(self)
+        if isinstance(bn, nn.BatchNorm2d):
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            out.click.weight.data.mul_(scale.view(-1, 1, 1, 1))
+        return out
+
+
+def load(path: str | Path = SHIPPED_CHOOSER) -> tuple[ClickNet, dict[str, Any]]:
+    """A click network in eval mode and its config, from a file ``benchmarks/studies/click_net.py`` or
+    ``training/export.py`` wrote (``{"model": state dict, "config": the segmenter's config}``)."""
+    ckpt = checkpoint.load(path)
+    try:
+        net = ClickNet(build_model(ckpt["config"]))
+        net.load_state_dict(ckpt["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not a click network's weights ({str(exc).splitlines()[0]})") from None
+    return net.eval(), dict(ckpt["config"])
+
+
+class Chooser:
+    """A folded click network ready to serve: the probability of the person clicked, per point."""
+
+    def __init__(self, net: ClickNet, device: torch.device | str = "cpu", amp: bool = False) -> None:
+        self.device = torch.device(device)
+        self.net = net.folded().to(self.device)
+        if self.device.type == "cpu":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.amp = amp
+
+    @torch.inference_mode()
+    def choose(self, segmenter: Any, image: Image.Image, points: Sequence[tuple[float, float]]) -> list[np.ndarray]:
+        """For each point (x, y in the photo's pixels), the probability that a pixel belongs to the person
+        clicked there, at the photo's size. ``segmenter`` (a ``Segmenter``) makes the network's input, as for
+        its own mask; one forward pass for all the points."""
+        batch, sizes = segmenter.model_input([image])
+        w, h = sizes[0]
+        s = w / image.width
+        maps = click_maps([(x * s, y * s) for x, y in points], tuple(batch.shape[-2:])).to(batch.device)
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        with torch.autocast(self.device.type, dtype, enabled=self.amp):
+            logits = self.net(batch.expand(len(points), -1, -1, -1), maps)
+        out = torch.sigmoid(logits.float())[:, 0, :h, :w].cpu()
+        return [resize_map(o, (image.height, image.width)).numpy() for o in out]

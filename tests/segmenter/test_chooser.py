@@ -1,0 +1,132 @@
+"""The click network: its click maps, that it starts as the segmenter, folds exactly, and loads what was saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segmenter import checkpoint, chooser
+from segmenter.model import EncoderUNet
+
+CONFIG = {"encoder": "efficientnet-lite0", "decoder_channels": [16, 16, 16, 16, 8], "image_size": 64}
+
+
+def _net() -> EncoderUNet:
+    torch.manual_seed(0)
+    net = EncoderUNet(CONFIG["encoder"], CONFIG["decoder_channels"])
+    for module in net.modules():  # BatchNorm statistics that are not the identity, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_click_maps_peak_at_the_point_at_every_step() -> None:
+    full = chooser.click_maps([(40.0, 20.0), (0.0, 63.0)], (64, 96))
+    assert full.shape == (2, 2, 64, 96)
+    y, x = np.unravel_index(int(full[0, 1].argmax()), full.shape[-2:])
+    assert (x, y) == (40, 20) and full[0, 0, 20, 40] == 1 and full[0, 0, 20, 48] == 0
+    half = chooser.click_maps([(40.0, 20.0)], (64, 96), step=2)
+    assert half.shape == (1, 2, 32, 48)
+    y, x = np.unravel_index(int(half[0, 1].argmax()), half.shape[-2:])
+    assert (x, y) == (20, 10)
+    assert full[0, 0].sum() > 4 * half[0, 0].sum() * 0.8  # the disc keeps its size in the photo
+    assert full[1, 0, 63, 0] == 1  # a point on the corner lands on the corner
+
+
+def test_starts_as_the_segmenter_and_the_click_reaches_the_output() -> None:
+    net = _net()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        plain = net(x)
+        click_net = chooser.ClickNet(net).eval()
+        maps = chooser.click_maps([(10.0, 20.0), (80.0, 40.0)], (64, 96))
+        assert torch.equal(click_net(x, maps), plain)  # the clicks' convolution starts at zero
+        click_net.click.weight.normal_()
+        clicked = click_net(x, maps)
+    assert clicked.shape == plain.shape and not torch.allclose(clicked, plain)
+    assert not torch.allclose(clicked[0], clicked[1])  # each photo answers its own click
+
+
+def test_the_folded_network_answers_as_the_trained_one() -> None:
+    click_net = chooser.ClickNet(_net()).eval()
+    with torch.no_grad():
+        click_net.click.weight.normal_()
+        x = torch.randn(1, 3, 64, 64)
+        maps = chooser.click_maps([(30.0, 30.0)], (64, 64))
+        before = click_net(x, maps)
+        after = click_net.folded()(x, maps)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in click_net.folded().modules())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_loads_what_was_saved_and_names_a_wrong_file(tmp_path: Path) -> None:
+    click_net = chooser.ClickNet(_net())
+    with torch.no_grad():
+        click_net.click.weight.normal_()
+    checkpoint.save_atomic({"model": click_net.state_dict(), "config": CONFIG}, tmp_path / "click.pt")
+    loaded, config = chooser.load(tmp_path / "click.pt")
+    assert config == CONFIG and torch.equal(loaded.click.weight, click_net.click.weight)
+    checkpoint.save_atomic({"model": _net().state_dict(), "config": CONFIG}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="plain.pt: not a click network's weights"):
+        chooser.load(tmp_path / "plain.pt")
+
+
+def test_choose_gives_one_map_per_point_at_the_photos_size() -> None:
+    from segmenter.inference import Segmenter
+
+    net = _net()
+    seg = Segmenter(net, image_size=64)
+    pick = chooser.Chooser(chooser.ClickNet(net).eval())
+    photo = Image.new("RGB", (120, 90), (90, 120, 150))
+    maps = pick.choose(seg, photo, [(10, 10), (100, 80)])
+    assert len(maps) == 2 and all(m.shape == (90, 120) and m.dtype == np.float32 for m in maps)
+    assert all(0 <= m.min() and m.max() <= 1 for m in maps)
+
+
+@pytest.mark.skipif(not chooser.SHIPPED_CHOOSER.is_file(), reason="no shipped click network in this checkout")
+def test_the_shipped_click_network_tells_a_person_in_front_from_the_one_behind() -> None:
+    """The case the mask's regions cannot split (the two-person benchmark's *near and far*): a mirrored copy
+    of the photo's person at 40% of the height, pasted over them in the bottom-right corner. A click on each
+    keeps that one and leaves the other out."""
+    from segmenter import people
+    from segmenter.inference import Segmenter
+
+    seg = Segmenter.from_checkpoint()
+    scene, near, far = near_and_far(seg)
+    full, prob = seg.predict_one(scene), seg.predict_lowres([scene])[0]
+    pick = chooser.Chooser(chooser.load()[0], seg.device, seg.amp)
+    for person, other in ((near, far), (far, near)):
+        point = people_point(person)
+        by_regions = people.keep_people(full, [point], prob) >= 128
+        assert (by_regions & other).sum() > 0.8 * other.sum()  # one region: the regions alone keep both
+        kept = people.keep_chosen(full, [point], pick.choose(seg, scene, [point]), prob) >= 128
+        assert (kept & person).sum() > 0.8 * person.sum() and (kept & other).sum() < 0.2 * other.sum()
+
+
+def near_and_far(seg: object) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """The test photo with a mirrored copy of its person, 40% of the height, in front of them at the bottom
+    right; and each person's own mask (from ``seg``'s mask of the photo alone)."""
+    photo = Image.open(Path(__file__).resolve().parents[1] / "gimp" / "data" / "astronaut.jpg").convert("RGB")
+    mirrored = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    alone, turned = (seg.predict_one(p) >= 128 for p in (photo, mirrored))
+    w, h = photo.size
+    small = (w * 2 // 5, h * 2 // 5)
+    cut = Image.fromarray(turned.astype(np.uint8) * 255).resize(small)
+    scene = photo.copy()
+    scene.paste(mirrored.resize(small), (w - small[0], h - small[1]), cut)
+    near = np.zeros((h, w), bool)
+    near[h - small[1]:, w - small[0]:] = np.asarray(cut) >= 128
+    return scene, near, alone & ~near
+
+
+def people_point(truth: np.ndarray) -> tuple[int, int]:
+    """The person's own pixel nearest to their centroid, where a user clicks."""
+    ys, xs = np.nonzero(truth)
+    k = int(((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).argmin())
+    return int(xs[k]), int(ys[k])
