@@ -33,12 +33,13 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
 from handler.contract import MODEL_NAME, default_blur_radius  # noqa: E402
 from handler.request import Failure, Job, RequestError, check_points, parse_request  # noqa: E402
 from handler.shared_key import REFUSED_MESSAGE, REFUSED_STATUS, authorized, load_key  # noqa: E402
-from segmenter import checkpoint, harmonize, imaging, matting, people  # noqa: E402
+from segmenter import checkpoint, chooser, harmonize, imaging, matting, people  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "weights.pt"
+CHOOSER_NAME = "chooser.pt"  # the click network for ``keep`` (segmenter.chooser); an archive may leave it out
 # TorchServe marks the requests of its other entry points with these headers (value "True"):
 # ``POST /explanations/<model>`` ("explain") and ``GET /models/<model>?customized=true`` ("describe").
 # BaseHandler would send them to Captum's ``get_insights`` and to an empty ``describe_handle``; this
@@ -111,10 +112,15 @@ class PersonSegmenterHandler(BaseHandler):
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
         model, config = checkpoint.load_model(os.path.join(context.system_properties["model_dir"], WEIGHTS_NAME))
         self.segmenter = Segmenter(model, config.get("image_size", DEFAULT_IMAGE_SIZE), device)
+        click_file = os.path.join(context.system_properties["model_dir"], CHOOSER_NAME)
+        self.chooser = None
+        if os.path.isfile(click_file):  # without it, keep tells people apart by the mask's regions alone
+            self.chooser = chooser.Chooser(chooser.load(click_file)[0], self.segmenter.device, self.segmenter.amp)
         self.shared_key = load_key()  # the container's one key for every replica; None under `make serve`
         self.initialized = True
-        logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s",
-                    device, self.segmenter.image_size, threads, self.segmenter.amp)
+        logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s, keep by %s",
+                    device, self.segmenter.image_size, threads, self.segmenter.amp,
+                    "click network" if self.chooser is not None else "regions")
 
     def handle(self, data: list[Any], context: Any) -> list[bytes]:
         """Every request of the batch, whatever TorchServe route it came by, through the same three steps.
@@ -172,6 +178,10 @@ class PersonSegmenterHandler(BaseHandler):
                 for job, prob in zip(group, probs, strict=True):
                     job.mask = self.segmenter.full_mask(prob, job.image, job.options.refine, tta, job.options.zoom)
                     job.certainty = prob if job.options.keep else None
+        pick = getattr(self, "chooser", None)
+        for job in todo:
+            if job.options.keep and pick is not None:  # one more pass: who each point is
+                job.choices = pick.choose(self.segmenter, job.image, job.options.keep)
         return jobs
 
     def postprocess(self, jobs: list[Job | Failure]) -> list[bytes]:
@@ -219,7 +229,9 @@ def render(job: Job) -> bytes:
     """The encoded answer for a job whose mask is computed."""
     opts, image, mask = job.options, job.image, job.mask
     assert mask is not None
-    if opts.keep:  # choose who stays: the people no point chose leave the mask, so the cut-out and composite
+    if opts.keep and job.choices is not None:  # choose who stays: the people no point chose leave the mask,
+        mask = people.keep_chosen(mask, opts.keep, job.choices, job.certainty)  # cut-out and composite
+    elif opts.keep:
         mask = people.keep_people(mask, opts.keep, job.certainty)
     if opts.mode == "mask":
         return imaging.encode_png(mask)

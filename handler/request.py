@@ -116,6 +116,8 @@ class Job:
     mask: np.ndarray | None = None
     # the network's probability map (its input size): tells touching people apart for ``keep``
     certainty: torch.Tensor | None = None
+    # per keep point, the click network's map of the person there (photo size): None keeps by regions
+    choices: list[np.ndarray] | None = None
 
 
 @dataclass

@@ -42,11 +42,14 @@ _EXPORTS = {
     "matte": "matting",
     "zoomed": "zoom",
     "keep_people": "people",
+    "keep_chosen": "people",
+    "Chooser": "chooser",
     "THRESHOLD": "preprocess",
 }
 
 __all__ = [
     "SHIPPED_WEIGHTS",
+    "Chooser",
     "THRESHOLD",
     "TTA_MODES",
     "ImageError",
@@ -59,6 +62,7 @@ __all__ = [
     "describe",
     "encode_png",
     "fold_batchnorm",
+    "keep_chosen",
     "keep_people",
     "load_image",
     "load_mask",
@@ -70,11 +74,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from segmenter.checkpoint import SHIPPED_WEIGHTS, default_weights, load_model
+    from segmenter.chooser import Chooser
     from segmenter.imaging import ImageError, composite, cutout, decode_image, encode_png, load_image, load_mask
     from segmenter.inference import TTA_MODES, Segmenter
     from segmenter.matting import matte
     from segmenter.model import build_model, describe, fold_batchnorm
-    from segmenter.people import keep_people
+    from segmenter.people import keep_chosen, keep_people
     from segmenter.preprocess import THRESHOLD
     from segmenter.refine import upsample
     from segmenter.zoom import zoomed

@@ -117,8 +117,13 @@ class EfficientNetLite(nn.Module):
             HEAD_CHANNELS,)
         self._skip_ends = skip_ends
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.act(self._bn0(self._conv_stem(self._stem_pad(x))))
+    def forward(self, x: torch.Tensor, stem_extra: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``stem_extra``, added to the first convolution's output before its BatchNorm, is how another input
+        (``segmenter.chooser``'s clicks) joins the photo at full resolution."""
+        x = self._conv_stem(self._stem_pad(x))
+        if stem_extra is not None:
+            x = x + stem_extra
+        x = self.act(self._bn0(x))
         features = []
         for i, block in enumerate(self._blocks):
             x = block(x)

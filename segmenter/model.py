@@ -73,7 +73,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = _pad_to_multiple(x, self.multiple)
+        x = pad_to_multiple(x, self.multiple)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
@@ -83,7 +83,7 @@ class UNet(nn.Module):
         return self.outc(y)[..., :h, :w]
 
 
-def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
     """Pad bottom/right to a multiple of ``m``: reflection, so borders carry no artificial edge."""
     h, w = x.shape[-2:]
     pad_h, pad_w = (-h) % m, (-w) % m
@@ -129,10 +129,10 @@ class EncoderUNet(nn.Module):
     def multiple(self) -> int:
         return 32
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stem_extra: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = _pad_to_multiple(x, self.multiple) * self.in_scale.to(x.dtype) + self.in_shift.to(x.dtype)
-        feats = self.encoder(x)
+        x = pad_to_multiple(x, self.multiple) * self.in_scale.to(x.dtype) + self.in_shift.to(x.dtype)
+        feats = self.encoder(x, stem_extra)
         y = feats.pop()
         for block in self.decoder:
             y = F.interpolate(y, scale_factor=2.0, mode="nearest")

@@ -213,11 +213,29 @@ def kept_regions(mask: np.ndarray, points: Sequence[Point], side: int = WORK_SID
     keep = np.isin(owner, sorted(chosen))
     if pieces:
         keep |= _grow(np.where(np.isin(labels, sorted(pieces)), 1, 0), reach) > 0
+    return _full_size(keep, h, w)
+
+
+def _full_size(small: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A working-size map back at h x w, each pixel from its nearest working pixel."""
+    wh, ww = small.shape
     if (wh, ww) == (h, w):
-        return keep
-    rows = np.minimum((np.arange(h) + 0.5) * sy, wh - 1).astype(np.intp)  # nearest working pixel
-    cols = np.minimum((np.arange(w) + 0.5) * sx, ww - 1).astype(np.intp)
-    return keep[rows][:, cols]
+        return small
+    rows = np.minimum((np.arange(h) + 0.5) * (wh / h), wh - 1).astype(np.intp)
+    cols = np.minimum((np.arange(w) + 0.5) * (ww / w), ww - 1).astype(np.intp)
+    return small[rows][:, cols]
+
+
+def _nearer_to_others(kept: np.ndarray, others: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """The pixels within reach (``FRAGMENT_REACH``) of ``others`` that lie nearer to them than to ``kept``
+    (both boolean, full size): the soft outline of someone who was left out."""
+    h, w = kept.shape
+    small_kept = _work_copy((kept * 255).astype(np.uint8), side)
+    small_others = _work_copy((others * 255).astype(np.uint8), side)
+    reach = max(2, round(FRAGMENT_REACH * float(np.hypot(*small_kept.shape))))
+    owner = _grow(np.where(small_kept, 1, np.where(small_others, 2, 0)), reach)
+    # one working pixel more: the border between the two zones is a working pixel wide at full size
+    return _full_size(_grow((owner == 2).astype(np.int32), 1) > 0, h, w)
 
 
 def keep_people(mask: np.ndarray, points: Sequence[Point],
@@ -233,6 +251,40 @@ def keep_people(mask: np.ndarray, points: Sequence[Point],
         if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
             raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
     return np.where(kept_regions(mask, points, certainty=certainty), mask, 0).astype(np.uint8)
+
+
+def keep_chosen(mask: np.ndarray, points: Sequence[Point], choices: Sequence[np.ndarray],
+                certainty: np.ndarray | torch.Tensor | None = None, level: float = 0.5) -> np.ndarray:
+    """``keep_people`` told which pixels each point's person covers: ``choices`` holds, per point, a click
+    network's probability at the mask's size (``segmenter.chooser``).
+
+    For each point, the mask's person pixels the network gives to someone else (below ``level``) leave the
+    mask, with the soft outline nearer to them than to the kept person, and the region rules run on what is
+    left: they keep the person under the point with their soft edge and drop the network's stray pieces.
+    So a person standing in front of another, one region for the mask, comes out alone. A point whose
+    person the network does not see (it gives no person pixel of the mask) keeps by the region rules
+    alone, as ``keep_people`` would.
+    """
+    if not points:
+        return mask
+    if len(choices) != len(points):
+        raise ValueError(f"{len(points)} points but {len(choices)} choices")
+    for x, y in points:
+        if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
+            raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
+    person = mask >= THRESHOLD
+    out = np.zeros_like(mask)
+    for point, choice in zip(points, choices, strict=True):
+        if choice.shape != mask.shape:
+            raise ValueError(f"a choice is {choice.shape[1]}x{choice.shape[0]}, "
+                             f"the mask {mask.shape[1]}x{mask.shape[0]}")
+        others = person & (choice < level)
+        trimmed = mask if not (person & ~others).any() else np.where(others, 0, mask).astype(np.uint8)
+        keep = kept_regions(trimmed, [point], certainty=certainty)
+        if others.any():  # the outline of whoever was cut off goes with them
+            keep &= person | (choice >= level) | ~_nearer_to_others(keep & (trimmed >= THRESHOLD), others)
+        np.maximum(out, np.where(keep, trimmed, 0).astype(np.uint8), out=out)
+    return out
 
 
 def regions_at_threshold(mask: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, int]:

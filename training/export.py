@@ -2,7 +2,10 @@
 
 The archive is built only from this repository's code: the ``segmenter`` core (model,
 decoding, pre/post-processing), the ``handler`` package and a ``model-config.yaml``; the
-checkpoint is reduced to the model's weights and config (no optimizer state).
+checkpoint is reduced to the model's weights and config (no optimizer state). The click network
+that ``keep`` uses to tell people apart (``segmenter.chooser``) travels as ``chooser.pt``: the
+shipped one by default, another with ``--chooser``, none with ``--no-chooser`` (``keep`` then tells
+people apart by the mask's regions alone).
 
     python training/export.py                       # the shipped weights
     python training/export.py --checkpoint runs/X/best.pt --name my_model
@@ -24,13 +27,14 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
     sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 from handler.contract import MODEL_NAME
-from segmenter import checkpoint
+from segmenter import checkpoint, chooser
 from training.ship import check_version, version_of
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER_ENTRY = REPO / "handler" / "person_handler.py"
 PACKAGES = ("segmenter", "handler")
 WEIGHTS_NAME = "weights.pt"
+CHOOSER_NAME = "chooser.pt"
 # The archive's version when neither --version nor the checkpoint's provenance names one (a training run).
 FALLBACK_VERSION = "1.0"
 # Not needed inside a worker: weights travel as weights.pt; the client and the server control run outside.
@@ -58,8 +62,11 @@ def _copy_package(name: str, dst: Path) -> None:
 
 def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO / "model_store",
                    name: str = MODEL_NAME, version: str | None = None,
-                   settings: dict | None = None) -> Path:
+                   settings: dict | None = None, click_net: str | Path | None = chooser.SHIPPED_CHOOSER) -> Path:
     """Build ``<model_store>/<name>.mar``; returns its path. Raises with a clear message on failure.
+
+    ``click_net``: the click network's weights to ship for ``keep``, checked to load first; None, or the
+    shipped one's path in a checkout without it, ships none.
 
     Without ``version`` the archive takes the version ``ship.py --version`` recorded in the checkpoint,
     so TorchServe's model list names the model the weights are (docs/MODEL_CARD.md).
@@ -79,6 +86,9 @@ def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO /
             _copy_package(pkg, extra)
         weights = stage / WEIGHTS_NAME
         checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"]}, weights)
+        if click_net is not None and (Path(click_net) != chooser.SHIPPED_CHOOSER or chooser.SHIPPED_CHOOSER.is_file()):
+            net, config = chooser.load(click_net)
+            checkpoint.save_atomic({"model": net.state_dict(), "config": config}, extra / CHOOSER_NAME)
         config_file = stage / "model-config.yaml"
         config_file.write_text(_model_config_yaml(cfg))
         archiver_tmp = stage / "archiver-tmp"  # the archiver stages in $TMPDIR/<name>: keep runs apart
@@ -114,12 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-batch-delay", type=int, default=DEFAULT_MODEL_CONFIG["maxBatchDelay"], help="ms")
     p.add_argument("--workers", type=int, default=DEFAULT_MODEL_CONFIG["minWorkers"])
     p.add_argument("--response-timeout", type=int, default=DEFAULT_MODEL_CONFIG["responseTimeout"], help="s")
+    clicks = p.add_mutually_exclusive_group()
+    clicks.add_argument("--chooser", type=Path, default=chooser.SHIPPED_CHOOSER,
+                        help="the click network keep uses (default: the shipped one)")
+    clicks.add_argument("--no-chooser", action="store_true",
+                        help="ship no click network: keep tells people apart by the mask's regions alone")
     args = p.parse_args(argv)
     settings = {"batchSize": args.batch_size, "maxBatchDelay": args.max_batch_delay, "minWorkers": args.workers,
                 "maxWorkers": args.workers, "responseTimeout": args.response_timeout}
     try:
         path = args.checkpoint or checkpoint.default_weights()
-        mar = export_archive(path, args.model_store, args.name, args.version, settings)
+        mar = export_archive(path, args.model_store, args.name, args.version, settings,
+                             None if args.no_chooser else args.chooser)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"export.py: error: {exc}", file=sys.stderr)
         return 2

@@ -16,10 +16,11 @@ person: the person's pixel nearest their centroid (where ``keep_quality`` and a 
 pixels.
 
 Scored on ``benchmarks/tuning/keep_quality.py``'s two-person photos and on single photos (the change in IoU
-against keeping everyone: 0 when the head keeps a lone person whole), three ways of using the head:
+against keeping everyone: 0 when the head keeps a lone person whole), four ways of using the head:
 ``head`` keeps the served mask where the head says the clicked person is; ``served & head`` keeps the
 served ``keep_people`` result there; ``head, then regions`` runs ``keep_people`` on the mask the head kept
-(its region rules drop the head's stray pieces).
+(its region rules drop the head's stray pieces); ``keep_chosen`` is the served form of the last
+(``segmenter.people.keep_chosen``: the same person pixels, the kept person's soft edge left whole).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import importlib.util
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
@@ -55,15 +56,14 @@ from benchmarks.studies.seam_head import (
 from benchmarks.tuning.keep_quality import CASES, CUT, _iou, inside_point
 from evaluation.data_options import add_data_options, case_runs
 from segmenter import checkpoint, people
+from segmenter.chooser import click_maps
 from segmenter.inference import Segmenter
 from segmenter.preprocess import normalize
 from segmenter.refine import resize_map
 from training.losses import BCEDiceLoss
 
 WIDTH = 32  # the head's channels
-DISC = 3  # the click's disc radius, in half-resolution pixels
-SPREAD = 24.0  # the click's Gaussian, in half-resolution pixels
-RULES = ("head", "served & head", "head, then regions")
+RULES = ("head", "served & head", "head, then regions", "keep_chosen")
 
 
 class ClickHead(nn.Module):
@@ -83,18 +83,6 @@ class ClickHead(nn.Module):
             x = x + F.relu(conv(x))
         x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         return self.join(torch.cat([x, fine], 1))
-
-
-def click_maps(points: Sequence[tuple[float, float]], size: tuple[int, int]) -> torch.Tensor:
-    """Nx2xHxW: a disc and a Gaussian around each point (x, y in network pixels) at half the network's
-    ``size`` (height, width)."""
-    yy, xx = torch.meshgrid(torch.arange(size[0] // 2, dtype=torch.float32),
-                            torch.arange(size[1] // 2, dtype=torch.float32), indexing="ij")
-    maps = []
-    for x, y in points:
-        d2 = (xx - (x / 2 - 0.25)) ** 2 + (yy - (y / 2 - 0.25)) ** 2
-        maps.append(torch.stack([(d2 <= DISC ** 2).float(), torch.exp(-d2 / (2 * SPREAD ** 2))]))
-    return torch.stack(maps)
 
 
 def pick_click(person: np.ndarray, r: random.Random) -> tuple[int, int]:
@@ -127,7 +115,7 @@ def train(args: argparse.Namespace, features: Features) -> ClickHead:
         batch = normalize(torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).contiguous())
         target = F.avg_pool2d(torch.stack(targets)[:, None], 2)
         with torch.autocast("cpu", torch.bfloat16):
-            out = head(features(batch)[index], click_maps(points, (SIZE, SIZE))).float()
+            out = head(features(batch)[index], click_maps(points, (SIZE, SIZE), step=2)).float()
         take_step(opt, loss_fn(out, target), step, args.steps, start)
     return head
 
@@ -141,7 +129,7 @@ def chosen(seg: Segmenter, features: Features, head: ClickHead, image: Image.Ima
     s = w / image.width  # the photo's pixels to the network's
     with torch.inference_mode():
         seen = features(batch.contiguous())
-        maps = click_maps([(x * s, y * s) for x, y in points], batch.shape[-2:])
+        maps = click_maps([(x * s, y * s) for x, y in points], batch.shape[-2:], step=2)
         out = torch.sigmoid(head(seen.expand(len(points), -1, -1, -1), maps).float())
         out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)[:, 0, :h, :w]
         return [resize_map(o, (image.height, image.width)).numpy() for o in out]
@@ -155,26 +143,43 @@ def kept(rule: str, mask: np.ndarray, prob: torch.Tensor, choice: np.ndarray, po
         return (mask >= CUT) & inside
     if rule == "served & head":
         return (people.keep_people(mask, [point], prob) >= CUT) & inside
+    if rule == "keep_chosen":  # as served (segmenter.people.keep_chosen)
+        return people.keep_chosen(mask, [point], [choice], prob, threshold) >= CUT
     return people.keep_people(np.where(inside, mask, 0).astype(np.uint8), [point], prob) >= CUT
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_study_options(p: argparse.ArgumentParser, steps: int, batch: int) -> None:
+    """The options the click studies share: where the weights go, what trains and what scores."""
     add_data_options(p, limit=30)
-    p.add_argument("--out", type=Path, required=True, help="the head's weights: trained and written if missing")
+    p.add_argument("--out", type=Path, required=True, help="the trained weights: trained and written if missing")
     p.add_argument("--score-data", nargs="+", help="roots to score on (default: the --data roots but vikram)")
     p.add_argument("--mix", type=float, nargs=4, default=[0.35, 0.15, 0.35, 0.15], metavar="SHARE",
                    help="shares of " + ", ".join(KINDS) + " photos in training")
     p.add_argument("--pairs", type=int, default=1500, help="training pairs read")
-    p.add_argument("--steps", type=int, default=1600, help="batches")
-    p.add_argument("--batch", type=int, default=8, help="photos per batch (each with a click on each person)")
+    p.add_argument("--steps", type=int, default=steps, help="batches")
+    p.add_argument("--batch", type=int, default=batch, help="photos per batch (each with a click on each person)")
     p.add_argument("--threshold", type=float, nargs="+", default=[0.5, 0.3])
-    p.add_argument("--picture", type=Path, help="also write the head's choice on a few photos to this PNG")
+    p.add_argument("--picture", type=Path, help="also write the choice on a few photos to this PNG")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_study_options(p, steps=1600, batch=8)
     args = p.parse_args(argv)
     model = frozen_network(args)
     features = Features(model, range(len(model.decoder)))
     head = load_or_train(args, ClickHead(features.channels), lambda: train(args, features))
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
+    score_choices(args, seg, lambda image, points: chosen(seg, features, head, image, points))
+    return 0
+
+
+Chooser = Callable[[Image.Image, Sequence[tuple[int, int]]], list[np.ndarray]]
+
+
+def score_choices(args: argparse.Namespace, seg: Segmenter, choose: Chooser, label: str = "head") -> None:
+    """Print every rule's keep IoU on ``keep_quality``'s two-person photos and single photos, ``choose``
+    giving the clicked person's probability per point at the photo's size (``label`` names it in the rules)."""
     args.data = args.score_data or [d for d in args.data if Path(d).name != "vikram"]
     cases = {**CASES, "single": lambda a, b: (a[0], [a[1]])}
     rows: dict[tuple[str, str, float], list[float]] = {}
@@ -188,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mask = seg.full_mask(prob, image)
         clicked = [(truth, inside_point(truth)) for k, truth in enumerate(truths)
                    if truth.sum() >= 64 and not (len(truths) == 2 and truths[1 - k].sum() < 64)]
-        choices = chosen(seg, features, head, image, [point for _, point in clicked]) if clicked else []
+        choices = choose(image, [point for _, point in clicked]) if clicked else []
         for (truth, point), choice in zip(clicked, choices, strict=True):
             if len(shown) < 12 and name not in {n for n, *_ in shown}:
                 shown.append((name, image, choice, truth))
@@ -199,20 +204,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for t in args.threshold:
                     rows.setdefault((name, rule, t), []).append(_iou(kept(rule, mask, prob, choice, point, t), truth)
                                                                 - base)
-    report(rows, list(dict.fromkeys(names)), args.threshold)
+    report(rows, list(dict.fromkeys(names)), args.threshold, label)
     if args.picture:
         picture(shown).save(args.picture)
-    return 0
 
 
-def report(rows: dict[tuple[str, str, float], list[float]], names: list[str], thresholds: Sequence[float]) -> None:
-    print("\n| rule | head at | " + " | ".join(names) + " | all two-person |")
+def report(rows: dict[tuple[str, str, float], list[float]], names: list[str], thresholds: Sequence[float],
+           label: str = "head") -> None:
+    print(f"\n| rule | {label} at | " + " | ".join(names) + " | all two-person |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for rule, t in [("served", 0.0)] + [(r, t) for r in RULES for t in thresholds]:
         cells = [f"{np.mean(rows[(n, rule, t)]):+.3f}" if n.endswith("single") else f"{np.mean(rows[(n, rule, t)]):.3f}"
                  for n in names]
         pairs = [v for n in names if not n.endswith("single") for v in rows[(n, rule, t)]]
-        print(f"| {rule} | {'-' if rule == 'served' else t} | {' | '.join(cells)} | {np.mean(pairs):.4f} |")
+        name = rule.replace("head", label)
+        print(f"| {name} | {'-' if rule == 'served' else t} | {' | '.join(cells)} | {np.mean(pairs):.4f} |")
 
 
 def picture(shown: Sequence[tuple[str, Image.Image, np.ndarray, np.ndarray]], height: int = 200,

@@ -12,12 +12,14 @@ Builds two-person photos from the validation pairs, where each person's own trut
 - ``beside``: the next pair's person cut out at 70% of the height and pasted at the bottom on the side of the
   photo away from photo ``i``'s person.
 
-For each person of each photo, the served mask (the default zoom) is cut down to the people a point chose
-(``segmenter.people.keep_people``), the point being the person's own pixel nearest to their centroid, where a
-user would click. Printed per case: the IoU of the kept mask against that person's truth ("keep"), of the mask
+For each person of each photo, the served mask (the default zoom) is cut down to the people a point chose as
+the server does: the shipped click network's answer and ``segmenter.people.keep_chosen`` (``--no-chooser``:
+the regions alone, ``segmenter.people.keep_people``), the point being the person's own pixel nearest to their
+centroid, where a user would click. Printed per case: the IoU of the kept mask against that person's truth ("keep"), of the mask
 with everyone in it ("everyone", what the option improves on), the share of people whose truth touches the
 other's (one region even for a perfect mask: "truth touch"), the share whose kept region also holds most of the
-other person ("merged"), and the IoU where they were not merged. Then the cost of ``keep_people`` on a 12-MP mask.
+other person ("merged"), and the IoU where they were not merged. Then the cost of ``keep_people`` on a 12-MP mask
+and, with the click network, of its pass and ``keep_chosen`` on a 12-MP photo.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import argparse
 import importlib.util
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
@@ -38,7 +40,7 @@ from PIL import Image, ImageFilter
 
 from benchmarks.robustness import group_of_two, small_far
 from evaluation.data_options import add_data_options, case_runs
-from segmenter import checkpoint, people
+from segmenter import checkpoint, chooser, people
 from segmenter.inference import Segmenter
 from training import scenes
 
@@ -114,34 +116,44 @@ def _touch(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(la & lb)
 
 
-def score(mask: np.ndarray, truths: list[np.ndarray],
-          certainty: torch.Tensor | None = None) -> list[dict[str, float]]:
-    """Per person: IoU of the kept mask (one point inside them, and the network's map as the server has it)."""
+def score(mask: np.ndarray, truths: list[np.ndarray], certainty: torch.Tensor | None = None,
+          choose: Callable[[list[tuple[int, int]]], list[np.ndarray]] | None = None) -> list[dict[str, float]]:
+    """Per person: IoU of the kept mask (one point inside them, and the network's map as the server has it);
+    with ``choose`` (the click network's answer for points), kept as the server keeps with one."""
     rows = []
     everyone = mask >= CUT
     for k, truth in enumerate(truths):
         if len(truths) < 2 or truth.sum() < 64:
             continue
         other = truths[1 - k]
-        kept = people.keep_people(mask, [inside_point(truth)], certainty) >= CUT
+        point = inside_point(truth)
+        if choose is None:
+            kept = people.keep_people(mask, [point], certainty) >= CUT
+        else:
+            kept = people.keep_chosen(mask, [point], choose([point]), certainty) >= CUT
         held = np.count_nonzero(kept & other) / max(1, np.count_nonzero(other))
         rows.append({"keep": _iou(kept, truth), "everyone": _iou(everyone, truth),
                      "touch": float(_touch(truth, other)), "merged": float(held > 0.5)})
     return rows
 
 
-def timing(repeats: int = 3) -> float:
-    """Median milliseconds of ``keep_people`` on a 12-MP mask of two soft people, with a network-sized map."""
+def timing(repeats: int = 3, seg: Segmenter | None = None, pick: chooser.Chooser | None = None) -> float:
+    """Median milliseconds of ``keep_people`` on a 12-MP mask of two soft people, with a network-sized map;
+    with ``pick``, of the click network's pass on a 12-MP photo and ``keep_chosen`` instead."""
     h, w = 3000, 4000
     yy, xx = np.mgrid[:h, :w]
     hard = (((xx - 1100) / 600) ** 2 + ((yy - 1800) / 1100) ** 2 < 1) | (((xx - 2900) / 500) ** 2
                                                                        + ((yy - 2000) / 900) ** 2 < 1)
     mask = np.asarray(Image.fromarray((hard * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)))
     certainty = np.asarray(Image.fromarray(mask).resize((352, 264), Image.Resampling.BILINEAR), np.float32) / 255
+    photo = Image.fromarray(np.repeat(mask[..., None], 3, axis=2))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        people.keep_people(mask, [(1100, 1800)], certainty)
+        if pick is None:
+            people.keep_people(mask, [(1100, 1800)], certainty)
+        else:
+            people.keep_chosen(mask, [(1100, 1800)], pick.choose(seg, photo, [(1100, 1800)]), certainty)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
 
@@ -165,19 +177,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_options(p, limit=30)
     p.add_argument("--no-timing", action="store_true", help="skip the 12-MP timing")
     p.add_argument("--no-split", action="store_true", help="a region is one person (no network map to split by)")
+    clicks = p.add_mutually_exclusive_group()
+    clicks.add_argument("--chooser", type=Path, default=chooser.SHIPPED_CHOOSER,
+                        help="the click network (default: the shipped one, as served)")
+    clicks.add_argument("--no-chooser", action="store_true", help="keep by the mask's regions alone")
     args = p.parse_args(argv)
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
+    pick = None
+    if not args.no_chooser and (args.chooser != chooser.SHIPPED_CHOOSER or args.chooser.is_file()):
+        pick = chooser.Chooser(chooser.load(args.chooser)[0], seg.device, seg.amp)
+    print(f"keep by {'the click network ' + str(args.chooser) if pick else 'the regions alone'}")
     rows: dict[str, list[dict[str, float]]] = {}
     for root, samples, i, case in case_runs(args, CASES, "keep"):
         image, truths = CASES[case](samples[i], samples[(i + 1) % len(samples)])
         with torch.inference_mode():
             prob = seg.predict_lowres([image])[0]
             mask = seg.full_mask(prob, image)
-        rows.setdefault(f"{root}: {case}", []).extend(score(mask, truths, None if args.no_split else prob))
+        choose = None if pick is None else (lambda points, image=image: pick.choose(seg, image, points))
+        rows.setdefault(f"{root}: {case}", []).extend(score(mask, truths, None if args.no_split else prob, choose))
     print()
     report(rows)
     if not args.no_timing:
         print(f"\nkeep_people on a 12-MP mask: {timing():.0f} ms (median of 3)")
+        if pick is not None:
+            print(f"the click network's pass and keep_chosen on a 12-MP photo: {timing(3, seg, pick):.0f} ms "
+                  "(median of 3)")
     return 0
 
 

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_click_maps_peak_at_the_point_and_the_head_keeps_the_size() -> None:
     from benchmarks.studies import click_head
+    from segmenter.chooser import click_maps
 
-    maps = click_head.click_maps([(40.0, 20.0), (0.0, 63.0)], (64, 96))
+    maps = click_maps([(40.0, 20.0), (0.0, 63.0)], (64, 96), step=2)
     assert maps.shape == (2, 2, 32, 48)
     disc, spread = maps[0]
     y, x = np.unravel_index(int(spread.argmax()), spread.shape)
@@ -56,7 +57,8 @@ def test_trains_a_head_and_scores_every_rule(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.is_file() and (tmp_path / "clicks.png").is_file()
-    for row in ("| served | - |", "| head | 0.5 |", "| served & head | 0.5 |", "| head, then regions | 0.5 |"):
+    for row in ("| served | - |", "| head | 0.5 |", "| served & head | 0.5 |", "| head, then regions | 0.5 |",
+                "| keep_chosen | 0.5 |"):
         assert row in proc.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)  # reads the head
     assert again.returncode == 0 and "step 0" not in again.stdout

@@ -25,6 +25,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize(("script", "extra", "printed"), [
     ("benchmarks/tuning/keep_quality.py", ["--checkpoint"], "| all |"),
+    ("benchmarks/tuning/keep_quality.py", ["--no-chooser", "--checkpoint"], "keep by the regions alone"),
     ("benchmarks/tuning/harmonize_quality.py", [], "| all | other scene |"),
 ])
 def test_the_script_prints_its_table(script: str, extra: list[str], printed: str, data: tuple[Path, Path],

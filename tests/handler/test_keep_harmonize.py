@@ -7,9 +7,12 @@ test knows who is where.
 from __future__ import annotations
 
 import io
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from handler import contract, request
@@ -112,6 +115,50 @@ def test_keep_hands_the_networks_map_to_the_split(stub_handler: PersonSegmenterH
     answers = run(stub_handler, [form(PNG, keep="90,130"), raw(PNG), form(PNG, mode="cutout", keep="270,120")])
     assert [a.status for a in answers] == [200, 200, 200]
     assert len(seen) == 2 and all(len(shape) == 2 for shape in seen)
+
+
+def test_with_a_click_network_keep_asks_it_who_each_point_is(model_dir: Path, tmp_path: Path) -> None:
+    """An archive with ``chooser.pt``: the handler loads it, runs it once per keep request (not for the
+    others), and the kept person is the one its answer outlines, not the mask's whole region."""
+    from handler.person_handler import CHOOSER_NAME
+    from segmenter import checkpoint, chooser
+    from segmenter.inference import Segmenter
+    from segmenter.model import EncoderUNet
+    from tests.handler.conftest import BrightnessModel
+    from tests.handler.fakes import worker_context
+
+    torch.manual_seed(0)
+    config = {"encoder": "efficientnet-lite0", "decoder_channels": [16, 16, 16, 16, 8], "image_size": 96}
+    net = chooser.ClickNet(EncoderUNet(config["encoder"], config["decoder_channels"]))
+    with torch.no_grad():
+        net.click.weight.normal_(0, 3)
+        net.net.outc.bias.fill_(0.5)  # a random net's map, around 0.5: some pixels on each side
+    folder = tmp_path / "with-chooser"
+    folder.mkdir()
+    shutil.copy(model_dir / "weights.pt", folder / "weights.pt")
+    checkpoint.save_atomic({"model": net.state_dict(), "config": config}, folder / CHOOSER_NAME)
+    h = PersonSegmenterHandler()
+    h.initialize(worker_context(folder))
+    assert h.chooser is not None
+    h.segmenter = Segmenter(BrightnessModel(), 96, "cpu", amp=False)
+    calls: list[int] = []
+    real = h.chooser.choose
+
+    def choose(seg: Segmenter, image: Image.Image, points: list) -> list[np.ndarray]:
+        """The real pass, then an answer the test knows: the clicked person is left of x = 120."""
+        maps = real(seg, image, points)
+        calls.append(len(points))
+        assert [m.shape for m in maps] == [(SIZE[1], SIZE[0])] * len(points)
+        known = np.where(np.arange(SIZE[0]) < 120, 0.9, 0.1).astype(np.float32)
+        return [np.broadcast_to(known, (SIZE[1], SIZE[0])).copy() for _ in points]
+
+    h.chooser.choose = choose
+    everyone, mask = run(h, [raw(PNG), form(PNG, keep="90,130")])
+    assert calls == [1]  # one pass for the keep request, none for the other
+    full = np.asarray(everyone.image())
+    kept = np.asarray(mask.image())
+    assert _person(kept, LEFT)[:, :70].min() >= 220 and kept[:, 125:].max() == 0  # cut where the network said
+    assert _person(people.keep_people(full, [(90, 130)]), LEFT).min() >= 220  # the regions alone keep it whole
 
 
 def test_keep_in_a_batch_each_request_its_own_and_a_bad_point_fails_alone(

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from handler import client as client_mod
-from segmenter import harmonize, imaging, matting, people
+from segmenter import chooser, harmonize, imaging, matting, people
 from segmenter.inference import Segmenter
 from tests.handler import images
 from tests.handler.served import as_image, post
@@ -29,16 +29,27 @@ def _two_people() -> bytes:
     return images.encode(pair)
 
 
+def _kept_by_the_core(seg: Segmenter, photo: Image.Image, full: np.ndarray,
+                      points: list[tuple[int, int]]) -> np.ndarray:
+    """What the server keeps: with the shipped click network, ``keep_chosen`` on its answers."""
+    prob = seg.predict_lowres([photo])[0]
+    if not chooser.SHIPPED_CHOOSER.is_file():
+        return people.keep_people(full, points, prob)
+    pick = chooser.Chooser(chooser.load()[0], seg.device, seg.amp)
+    return people.keep_chosen(full, points, pick.choose(seg, photo, points), prob)
+
+
 def test_keep_over_http_and_from_the_client(torchserve_server, serving_checkpoint: Path, tmp_path: Path) -> None:
     data = _two_people()
     photo = imaging.decode_image(data)
     w, h = photo.size
-    full = Segmenter.from_checkpoint(serving_checkpoint, device="cpu").predict([photo])[0]
+    seg = Segmenter.from_checkpoint(serving_checkpoint, device="cpu")
+    full = seg.predict([photo])[0]
     assert full[:, : w // 2].max() == 255 and full[:, w // 2:].max() == 255  # two people to choose from
     _, count = people.regions_at_threshold(full)
     point = (w // 4, h // 2)  # inside the left person
     kept = np.asarray(as_image(post(torchserve_server, data, headers={"X-Keep": f"{point[0]},{point[1]}"})))
-    expected = people.keep_people(full, [point])
+    expected = _kept_by_the_core(seg, photo, full, [point])
     assert np.abs(kept.astype(int) - expected.astype(int)).max() <= 1
     assert kept[:, : w // 2].max() == 255 and kept[:, w // 2 + w // 8:].max() == 0, count
     r = post(torchserve_server, data, headers={"X-Keep": f"{w},{h // 2}"})
@@ -56,6 +67,22 @@ def test_keep_over_http_and_from_the_client(torchserve_server, serving_checkpoin
     assert np.asarray(Image.open(tmp_path / "both" / "pair.png"))[:, w // 2 + w // 8:].max() == 255
     with pytest.raises(SystemExit):
         client_mod.main([*common, "--out", str(tmp_path / "bad"), "--keep", "12"])
+
+
+@pytest.mark.skipif(not chooser.SHIPPED_CHOOSER.is_file(), reason="no shipped click network in this checkout")
+def test_keep_frees_a_person_standing_in_front_of_another(torchserve_server, serving_checkpoint: Path) -> None:
+    """The case the mask's regions cannot split: a smaller, mirrored copy of the person in front of them
+    (``tests/segmenter/test_chooser.py``'s scene). A point on either keeps that one and drops the other."""
+    from tests.segmenter.test_chooser import near_and_far, people_point
+
+    scene, near, far = near_and_far(Segmenter.from_checkpoint(serving_checkpoint, device="cpu"))
+    data = images.encode(scene)
+    for person, other in ((near, far), (far, near)):
+        x, y = people_point(person)
+        r = post(torchserve_server, data, headers={"X-Keep": f"{x},{y}"})
+        assert r.status_code == 200, r.text
+        kept = np.asarray(as_image(r)) >= 128
+        assert (kept & person).sum() > 0.8 * person.sum() and (kept & other).sum() < 0.2 * other.sum()
 
 
 def test_harmonize_over_http_and_from_the_client(torchserve_server, serving_checkpoint: Path,

@@ -147,3 +147,49 @@ def test_camera_sized_masks_map_back_to_full_resolution() -> None:
     kept = people.keep_people(mask, [(1200, 1650)])
     assert kept.shape == mask.shape
     assert np.array_equal(kept[:, :2000], mask[:, :2000]) and kept[:, 2300:].max() == 0
+
+
+# --- keep_chosen: a click network says which pixels are the clicked person's --------------------------
+
+def _choice(mask: np.ndarray, x0: int, x1: int) -> np.ndarray:
+    """A click network's answer: probability 0.9 on columns x0..x1 of the person, 0.05 elsewhere."""
+    choice = np.full(mask.shape, 0.05, np.float32)
+    choice[:, x0:x1] = 0.9
+    return choice
+
+
+def test_the_chosen_person_comes_out_of_a_region_the_mask_cannot_split() -> None:
+    mask = _two_people(gap=120)  # one region: keep_people keeps both whatever the point
+    left = people.keep_chosen(mask, [(240, 330)], [_choice(mask, 0, 352)])
+    assert left[:, 360:].max() == 0 and np.array_equal(left[:, :300], mask[:, :300])
+    right = people.keep_chosen(mask, [(560, 360)], [_choice(mask, 352, 800)])
+    assert right[:, :340].max() == 0 and right[:, 400:].max() == 255
+    both = people.keep_chosen(mask, [(240, 330), (560, 360)], [_choice(mask, 0, 352), _choice(mask, 352, 800)])
+    assert both[:, :300].max() == 255 and both[:, 400:].max() == 255
+
+
+def test_the_chosen_persons_soft_edge_stays_and_stray_pieces_go() -> None:
+    mask = _two_people()
+    choice = _choice(mask, 0, 400)
+    choice[20:40, 600:620] = 0.9  # a stray piece of the network's answer on the other person
+    kept = people.keep_chosen(mask, [(240, 330)], [choice])
+    assert np.array_equal(kept[:, :400], mask[:, :400])  # the left person whole, feathered edge included
+    assert ((kept > 0) & (kept < 255)).sum() > 500
+    assert kept[:, 450:].max() == 0
+
+
+def test_a_point_the_network_gives_nobody_keeps_by_the_regions() -> None:
+    mask = _two_people()
+    nobody = np.zeros(mask.shape, np.float32)
+    assert np.array_equal(people.keep_chosen(mask, [(240, 330)], [nobody]), people.keep_people(mask, [(240, 330)]))
+    assert people.keep_chosen(mask, [], []) is mask
+
+
+def test_keep_chosen_refuses_what_does_not_fit() -> None:
+    mask = _two_people()
+    with pytest.raises(ValueError, match="2 points but 1 choices"):
+        people.keep_chosen(mask, [(1, 1), (2, 2)], [_choice(mask, 0, 10)])
+    with pytest.raises(ValueError, match="outside the 800x600 mask"):
+        people.keep_chosen(mask, [(800, 1)], [_choice(mask, 0, 10)])
+    with pytest.raises(ValueError, match="a choice is 10x600"):
+        people.keep_chosen(mask, [(1, 1)], [np.zeros((600, 10), np.float32)])
