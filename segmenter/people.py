@@ -226,16 +226,26 @@ def _full_size(small: np.ndarray, h: int, w: int) -> np.ndarray:
     return small[rows][:, cols]
 
 
-def _nearer_to_others(kept: np.ndarray, others: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """The pixels within reach (``FRAGMENT_REACH``) of ``others`` that lie nearer to them than to ``kept``
-    (both boolean, full size): the soft outline of someone who was left out."""
-    h, w = kept.shape
-    small_kept = _work_copy((kept * 255).astype(np.uint8), side)
-    small_others = _work_copy((others * 255).astype(np.uint8), side)
-    reach = max(2, round(FRAGMENT_REACH * float(np.hypot(*small_kept.shape))))
-    owner = _grow(np.where(small_kept, 1, np.where(small_others, 2, 0)), reach)
-    # one working pixel more: the border between the two zones is a working pixel wide at full size
-    return _full_size(_grow((owner == 2).astype(np.int32), 1) > 0, h, w)
+def _drop_their_outline(keep: np.ndarray, trimmed: np.ndarray, others: np.ndarray, candidates: np.ndarray,
+                        side: int = WORK_SIDE) -> None:
+    """Clear from ``keep`` the ``candidates`` (soft pixels no one was chosen at) that lie within reach
+    (``FRAGMENT_REACH``) of ``others``, the people cut off, and nearer to them than to anyone left in
+    ``trimmed``: the soft outline of someone who was left out. Nearness is measured at the working size,
+    and only the candidates are looked up at full size."""
+    ys, xs = np.nonzero(candidates)
+    if ys.size == 0:
+        return
+    h, w = trimmed.shape
+    left_in = _work_copy(trimmed, side)
+    cut_off = _work_copy(np.where(others, np.uint8(255), np.uint8(0)), side)
+    wh, ww = left_in.shape
+    reach = max(2, round(FRAGMENT_REACH * float(np.hypot(wh, ww))))
+    owner = _grow(np.where(left_in, 1, np.where(cut_off, 2, 0)), reach)
+    theirs = _grow((owner == 2).astype(np.int32), 1) > 0  # the border between the zones is a working pixel wide
+    rows = np.minimum(((ys + 0.5) * (wh / h)).astype(np.intp), wh - 1)
+    cols = np.minimum(((xs + 0.5) * (ww / w)).astype(np.intp), ww - 1)
+    hit = theirs[rows, cols]
+    keep[ys[hit], xs[hit]] = False
 
 
 def keep_people(mask: np.ndarray, points: Sequence[Point],
@@ -273,17 +283,25 @@ def keep_chosen(mask: np.ndarray, points: Sequence[Point], choices: Sequence[np.
         if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
             raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
     person = mask >= THRESHOLD
-    out = np.zeros_like(mask)
+    out: np.ndarray | None = None
     for point, choice in zip(points, choices, strict=True):
         if choice.shape != mask.shape:
             raise ValueError(f"a choice is {choice.shape[1]}x{choice.shape[0]}, "
                              f"the mask {mask.shape[1]}x{mask.shape[0]}")
-        others = person & (choice < level)
-        trimmed = mask if not (person & ~others).any() else np.where(others, 0, mask).astype(np.uint8)
+        below = choice < level
+        others = person & below
+        if (person & ~below).any():
+            trimmed = np.where(others, np.uint8(0), mask)
+        else:  # the network sees no one here: the regions alone
+            trimmed, others = mask, None
         keep = kept_regions(trimmed, [point], certainty=certainty)
-        if others.any():  # the outline of whoever was cut off goes with them
-            keep &= person | (choice >= level) | ~_nearer_to_others(keep & (trimmed >= THRESHOLD), others)
-        np.maximum(out, np.where(keep, trimmed, 0).astype(np.uint8), out=out)
+        if others is not None and others.any():  # the outline of whoever was cut off goes with them
+            soft = keep & below & ~person
+            soft &= mask > 0
+            _drop_their_outline(keep, trimmed, others, soft)
+        kept = np.where(keep, trimmed, np.uint8(0))
+        out = kept if out is None else np.maximum(out, kept, out=out)
+    assert out is not None
     return out
 
 

@@ -91,9 +91,9 @@ def save(net: ClickNet, path: Path, args: argparse.Namespace) -> None:
     were trained."""
     path.parent.mkdir(parents=True, exist_ok=True)
     config = {"encoder": net.net.encoder_name, "decoder_channels": list(net.net.decoder_channels), "image_size": SIZE}
-    made = {"script": "benchmarks/studies/click_net.py", "date": time.strftime("%Y-%m-%d"),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-    checkpoint.save_atomic({"model": net.state_dict(), "config": config, "provenance": json.dumps(made)}, path)
+    made = json.dumps({"script": "benchmarks/studies/click_net.py", "date": time.strftime("%Y-%m-%d"),
+                       "args": vars(args)}, default=str)  # paths as text
+    checkpoint.save_atomic({"model": net.state_dict(), "config": config, "provenance": made}, path)
 
 
 def ship(src: Path, dst: Path) -> None:
