@@ -31,7 +31,6 @@ from segmenter.refine import resize_map
 
 DISC = 6.0  # the click's disc radius, in network pixels
 SPREAD = 48.0  # the click's Gaussian, in network pixels: about a person's width in a group photo
-CHOSEN = 0.5  # a pixel belongs to the clicked person at this probability or above
 SHIPPED_CHOOSER = Path(__file__).resolve().parent / "weights" / "person_click.pt"
 
 
