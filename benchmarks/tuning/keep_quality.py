@@ -15,11 +15,11 @@ Builds two-person photos from the validation pairs, where each person's own trut
 For each person of each photo, the served mask (the default zoom) is cut down to the people a point chose as
 the server does: the shipped click network's answer and ``segmenter.people.keep_chosen`` (``--no-chooser``:
 the regions alone, ``segmenter.people.keep_people``), the point being the person's own pixel nearest to their
-centroid, where a user would click. Printed per case: the IoU of the kept mask against that person's truth ("keep"), of the mask
-with everyone in it ("everyone", what the option improves on), the share of people whose truth touches the
-other's (one region even for a perfect mask: "truth touch"), the share whose kept region also holds most of the
-other person ("merged"), and the IoU where they were not merged. Then the cost of ``keep_people`` on a 12-MP mask
-and, with the click network, of its pass and ``keep_chosen`` on a 12-MP photo.
+centroid, where a user would click. Printed per case: the IoU of the kept mask against that person's truth
+("keep"), of the mask with everyone in it ("everyone", what the option improves on), the share of people whose
+truth touches the other's (one region even for a perfect mask: "truth touch"), the share whose kept region
+also holds most of the other person ("merged"), and the IoU where they were not merged. Then the cost of
+``keep_people`` on a 12-MP mask and, with the click network, of its pass and ``keep_chosen`` on a 12-MP photo.
 """
 
 from __future__ import annotations
