@@ -248,6 +248,14 @@ def _drop_their_outline(keep: np.ndarray, trimmed: np.ndarray, others: np.ndarra
     keep[ys[hit], xs[hit]] = False
 
 
+def _check_points(mask: np.ndarray, points: Sequence[Point]) -> None:
+    """Every point must lie in the mask: the server checks them against the photo first, so one outside is
+    a caller's bug, not a user's."""
+    for x, y in points:
+        if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
+            raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
+
+
 def keep_people(mask: np.ndarray, points: Sequence[Point],
                 certainty: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """``mask`` with every person no point chose set to 0; the chosen ones keep their soft edge.
@@ -257,9 +265,7 @@ def keep_people(mask: np.ndarray, points: Sequence[Point],
     """
     if not points:
         return mask
-    for x, y in points:
-        if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
-            raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
+    _check_points(mask, points)
     return np.where(kept_regions(mask, points, certainty=certainty), mask, 0).astype(np.uint8)
 
 
@@ -279,9 +285,7 @@ def keep_chosen(mask: np.ndarray, points: Sequence[Point], choices: Sequence[np.
         return mask
     if len(choices) != len(points):
         raise ValueError(f"{len(points)} points but {len(choices)} choices")
-    for x, y in points:
-        if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]):
-            raise ValueError(f"point ({x:g}, {y:g}) is outside the {mask.shape[1]}x{mask.shape[0]} mask")
+    _check_points(mask, points)
     person = mask >= THRESHOLD
     out: np.ndarray | None = None
     for point, choice in zip(points, choices, strict=True):
