@@ -74,6 +74,14 @@ class ClickNet(nn.Module):
         return out
 
 
+def present(path: str | Path | None) -> Path | None:
+    """``path``, or None where it is None or the shipped click network in a checkout without it: the
+    shipped one is optional, a path a caller names is not (loading it then says what is wrong)."""
+    if path is None or (Path(path) == SHIPPED_CHOOSER and not SHIPPED_CHOOSER.is_file()):
+        return None
+    return Path(path)
+
+
 def load(path: str | Path = SHIPPED_CHOOSER) -> tuple[ClickNet, dict[str, Any]]:
     """A click network in eval mode and its config, from a file ``benchmarks/studies/click_net.py`` or
     ``training/export.py`` wrote (``{"model": state dict, "config": the segmenter's config}``)."""

@@ -86,8 +86,8 @@ def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO /
             _copy_package(pkg, extra)
         weights = stage / WEIGHTS_NAME
         checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"]}, weights)
-        if click_net is not None and (Path(click_net) != chooser.SHIPPED_CHOOSER or chooser.SHIPPED_CHOOSER.is_file()):
-            net, config = chooser.load(click_net)
+        if (click_file := chooser.present(click_net)) is not None:
+            net, config = chooser.load(click_file)
             checkpoint.save_atomic({"model": net.state_dict(), "config": config}, extra / CHOOSER_NAME)
         config_file = stage / "model-config.yaml"
         config_file.write_text(_model_config_yaml(cfg))

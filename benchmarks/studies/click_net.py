@@ -6,7 +6,7 @@
 The click head (``click_head.py``) learns on the frozen network's features and keeps a person standing in
 front of another together with them: the features say "person" on both and little about where one ends.
 Interactive segmentation networks are instead trained whole with the click as an input. This study does
-that from the shipped network: the click maps (``click_head.click_maps`` at the network's resolution) go
+that from the shipped network: the click maps (``segmenter.chooser.click_maps``, at the network's resolution) go
 through their own first convolution, added to the encoder's first convolution (zero at the start, so
 training starts from the shipped network), and every weight learns to output the clicked person's own mask.
 The training photos are the click head's (``seam_head.compose``: single people, side by side, pasted in

@@ -184,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
     pick = None
-    if not args.no_chooser and (args.chooser != chooser.SHIPPED_CHOOSER or args.chooser.is_file()):
-        pick = chooser.Chooser(chooser.load(args.chooser)[0], seg.device, seg.amp)
+    if not args.no_chooser and (click_file := chooser.present(args.chooser)) is not None:
+        pick = chooser.Chooser(chooser.load(click_file)[0], seg.device, seg.amp)
     print(f"keep by {'the click network ' + str(args.chooser) if pick else 'the regions alone'}")
     rows: dict[str, list[dict[str, float]]] = {}
     for root, samples, i, case in case_runs(args, CASES, "keep"):

@@ -130,3 +130,13 @@ def people_point(truth: np.ndarray) -> tuple[int, int]:
     ys, xs = np.nonzero(truth)
     k = int(((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).argmin())
     return int(xs[k]), int(ys[k])
+
+
+def test_only_the_shipped_click_network_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert chooser.present(None) is None
+    named = tmp_path / "mine.pt"
+    assert chooser.present(str(named)) == named  # a named file that is missing is the caller's error, later
+    monkeypatch.setattr(chooser, "SHIPPED_CHOOSER", tmp_path / "shipped.pt")
+    assert chooser.present(tmp_path / "shipped.pt") is None
+    (tmp_path / "shipped.pt").write_bytes(b"")
+    assert chooser.present(tmp_path / "shipped.pt") == tmp_path / "shipped.pt"
