@@ -125,7 +125,8 @@ class SegmentationDataset(Dataset):
     probability ``side_prob`` and then cut to a random rectangle with probability ``crop_prob``
     (see ``side_by_side`` and ``frame_crop``). With probability ``group_prob`` it becomes a scene of
     several small people instead (``training/scenes.py``): on a person-free part of its own photo, or
-    behind its own person, half of the time each.
+    behind its own person, half of the time each; with ``decoys`` > 0, each scene also gets 1 to ``decoys``
+    person-shaped pieces of background labelled background (``scenes.decoy``).
 
     ``ignore``, a folder of masks named as the pairs' (``training/bystanders.py`` writes them), marks
     pixels of a photo's background to leave out of the loss (``training.losses.IGNORE``): people its
@@ -134,8 +135,9 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, pairs: Sequence[Pair], image_size: int, paste_prob: float = 0.0,
                  crop_prob: float = 0.0, side_prob: float = 0.0, group_prob: float = 0.0,
-                 ignore: Path | None = None) -> None:
+                 ignore: Path | None = None, decoys: int = 0) -> None:
         self.pairs = list(pairs)
+        self.decoys = decoys
         self.ignore = ignore
         self.group_prob = group_prob
         self.crop_prob = crop_prob
@@ -187,17 +189,32 @@ class SegmentationDataset(Dataset):
             cut = scenes.cut_out(img.permute(1, 2, 0).numpy(), m[0].numpy() == 1)
             if cut is not None:
                 people.append(cut)
+        decoys = self._decoys(index, rng)
         image, truth = sample[0].permute(1, 2, 0).numpy(), sample[1][0].numpy()
         # A background is cut where nobody stands, left-out people included.
         background = scenes.background_crop(image, truth > 0, rng) if rng.random() < 0.5 else None
         if background is not None:
-            image, mask = scenes.group_scene(background, people, rng)
+            image, mask = scenes.group_scene(background, people, rng, decoys)
             out = mask.astype(np.uint8)
         else:
-            image, mask = scenes.people_behind((image, truth == 1), people, rng)
+            image, mask = scenes.people_behind((image, truth == 1), people, rng, decoys)
             out = np.where(~mask & (truth == IGNORE), IGNORE, mask).astype(np.uint8)
         return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
                 tv_tensors.Mask(torch.from_numpy(out)[None]))
+
+    def _decoys(self, index: int, rng: np.random.Generator) -> list[scenes.Scene]:
+        """1 to ``decoys`` outlines of other pairs' people, each filled with a piece of that photo's background."""
+        if not self.decoys:
+            return []
+        found = []
+        for _ in range(int(rng.integers(1, self.decoys + 1))):
+            img, m = self.load(self._other(index))
+            image, truth = img.permute(1, 2, 0).numpy(), m[0].numpy()
+            cut = scenes.cut_out(image, truth == 1)
+            filling = scenes.background_crop(image, truth > 0, rng, side=scenes.DECOY_SIDE)
+            if cut is not None and filling is not None:
+                found.append(scenes.decoy(cut[1], filling))
+        return found
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.load(index)

@@ -5,7 +5,9 @@ misses the smaller people around it. These builders make the scenes the sets lac
 
 - ``group_scene``: 3-6 people cut from other photos, each 8-30% of the frame's height, on a background cut
   from the part of a photo that its mask marks as background (so no unlabelled person is in it);
-- ``people_behind``: the same small people placed behind a photo's own person, who stays in front.
+- ``people_behind``: the same small people placed behind a photo's own person, who stays in front;
+- ``decoy``: a hard negative for either, a person's outline filled with a piece of background and labelled
+  background, so that a pasted, person-shaped thing is not by itself a person.
 
 Training draws them as augmentation (``SegmentationDataset(group_prob=...)``) and the hard-case benchmark
 builds them with a fixed seed, so what the model is trained on and what it is judged on are one definition.
@@ -27,6 +29,8 @@ PEOPLE = (3, 6)
 # A background crop may hold at most this share of person pixels (mask edges, stray labels).
 BACKGROUND_MAX_PERSON = 0.002
 BACKGROUND_SIDE = (0.3, 1.0)
+# A decoy's filling: a smaller piece of background, so it reads as a surface (a wall, foliage), not a view.
+DECOY_SIDE = (0.1, 0.4)
 
 
 def _resize(image: np.ndarray, mask: np.ndarray, width: int, height: int) -> Scene:
@@ -45,15 +49,15 @@ def cut_out(image: np.ndarray, mask: np.ndarray) -> Scene | None:
 
 
 def background_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                    tries: int = 40) -> np.ndarray | None:
+                    tries: int = 40, side: tuple[float, float] = BACKGROUND_SIDE) -> np.ndarray | None:
     """A random rectangle of the photo with (almost) no person in it, or None when none was found.
 
-    Sides are drawn as fractions of the photo's (``BACKGROUND_SIDE``), aspect between 1:2 and 2:1; the
-    summed-area table makes each try O(1).
+    Sides are drawn as fractions of the photo's (``side``), aspect between 1:2 and 2:1; the summed-area
+    table makes each try O(1).
     """
     h, w = mask.shape
     table = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    lo, hi = BACKGROUND_SIDE
+    lo, hi = side
     for _ in range(tries):
         ch = max(16, int(h * rng.uniform(lo, hi)))
         cw = max(16, int(ch * rng.uniform(0.5, 2.0)))
@@ -73,11 +77,13 @@ def _alpha(mask: np.ndarray) -> np.ndarray:
 
 
 def paste_people(canvas: np.ndarray, truth: np.ndarray, people: Sequence[Scene],
-                 rng: np.random.Generator, height: tuple[float, float] = PERSON_HEIGHT) -> Scene:
+                 rng: np.random.Generator, height: tuple[float, float] = PERSON_HEIGHT,
+                 person: bool = True) -> Scene:
     """Paste each cut-out at a random size and place; returns the new photo and the union of the masks.
 
     Heights are drawn in ``height`` (fractions of the canvas height); a person may be cut by the frame's
     sides or bottom, as in a real crowd, but their top stays inside so they are never only a pair of feet.
+    With ``person=False`` the cut-outs are decoys: what they cover becomes background in the truth.
     """
     out = canvas.astype(np.float32)
     merged = truth.copy()
@@ -97,22 +103,44 @@ def paste_people(canvas: np.ndarray, truth: np.ndarray, people: Sequence[Scene],
         sub_img, sub_m = img[y0 - y:y1 - y, x0 - x:x1 - x], m[y0 - y:y1 - y, x0 - x:x1 - x]
         a = _alpha(sub_m)
         out[y0:y1, x0:x1] = sub_img * a + out[y0:y1, x0:x1] * (1 - a)
-        merged[y0:y1, x0:x1] |= sub_m
+        if person:
+            merged[y0:y1, x0:x1] |= sub_m
+        else:
+            merged[y0:y1, x0:x1] &= _alpha(sub_m)[..., 0] < 0.5
     return np.clip(out.round(), 0, 255).astype(np.uint8), merged
 
 
-def group_scene(background: np.ndarray, people: Sequence[Scene], rng: np.random.Generator) -> Scene:
-    """Several small people on a person-free background."""
-    return paste_people(background, np.zeros(background.shape[:2], bool), people, rng)
+def decoy(outline: np.ndarray, filling: np.ndarray) -> Scene:
+    """A person's outline (``cut_out``'s mask) filled with ``filling`` stretched to its box.
+
+    The hard negative of the scenes: pasted people teach "a pasted, person-shaped thing is a person", and
+    without decoys that includes towers, coats on stands and sofas. Paste it with ``person=False``.
+    """
+    h, w = outline.shape
+    return np.asarray(Image.fromarray(filling).resize((w, h), Image.Resampling.BILINEAR)), outline
 
 
-def people_behind(subject: Scene, people: Sequence[Scene], rng: np.random.Generator) -> Scene:
-    """Small people pasted into ``subject``'s photo, then its own person put back on top of them."""
+def group_scene(background: np.ndarray, people: Sequence[Scene], rng: np.random.Generator,
+                decoys: Sequence[Scene] = ()) -> Scene:
+    """Several small people on a person-free background, over ``decoys`` when given."""
+    canvas, truth = background, np.zeros(background.shape[:2], bool)
+    if decoys:
+        canvas, truth = paste_people(canvas, truth, decoys, rng, person=False)
+    return paste_people(canvas, truth, people, rng)
+
+
+def people_behind(subject: Scene, people: Sequence[Scene], rng: np.random.Generator,
+                  decoys: Sequence[Scene] = ()) -> Scene:
+    """Small people (over ``decoys`` when given) pasted into ``subject``'s photo, then its own person put
+    back on top of them."""
     image, mask = subject
-    crowd, merged = paste_people(image, mask, people, rng)
+    crowd, merged = image, mask
+    if decoys:
+        crowd, merged = paste_people(crowd, merged, decoys, rng, person=False)
+    crowd, merged = paste_people(crowd, merged, people, rng)
     a = _alpha(mask)
     front = image * a + crowd * (1 - a)
-    return np.clip(front.round(), 0, 255).astype(np.uint8), merged
+    return np.clip(front.round(), 0, 255).astype(np.uint8), merged | mask
 
 
 def draw_people(samples: Sequence[Scene], rng: np.random.Generator, exclude: int,
