@@ -26,6 +26,7 @@ from torch import nn
 
 from segmenter import checkpoint
 from segmenter.efficientnet_lite import STEM_CHANNELS
+from segmenter.inference import TTA_MODES, mirror_content
 from segmenter.model import build_model, fold_batchnorm, pad_to_multiple
 from segmenter.refine import resize_map
 
@@ -105,16 +106,27 @@ class Chooser:
         self.amp = amp
 
     @torch.inference_mode()
-    def choose(self, segmenter: Any, image: Image.Image, points: Sequence[tuple[float, float]]) -> list[np.ndarray]:
+    def choose(self, segmenter: Any, image: Image.Image, points: Sequence[tuple[float, float]],
+               tta: str = "none") -> list[np.ndarray]:
         """For each point (x, y in the photo's pixels), the probability that a pixel belongs to the person
         clicked there, at the photo's size. ``segmenter`` (a ``Segmenter``) makes the network's input, as for
-        its own mask; one forward pass for all the points."""
+        its own mask; one forward pass for all the points. ``tta="flip"`` also asks about the mirrored photo
+        and averages, as the segmenter's own option does."""
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {tta!r}; expected one of: {', '.join(TTA_MODES)}")
         batch, sizes = segmenter.model_input([image])
         w, h = sizes[0]
         s = w / image.width
-        maps = click_maps([(x * s, y * s) for x, y in points], tuple(batch.shape[-2:])).to(batch.device)
+        at = [(x * s, y * s) for x, y in points]
+        inputs = batch.expand(len(points), -1, -1, -1)
+        maps = click_maps(at, tuple(batch.shape[-2:]))
+        if tta == "flip":
+            inputs = torch.cat([inputs, mirror_content(batch, sizes).expand(len(points), -1, -1, -1)])
+            maps = torch.cat([maps, click_maps([(w - 1 - x, y) for x, y in at], tuple(batch.shape[-2:]))])
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         with torch.autocast(self.device.type, dtype, enabled=self.amp):
-            logits = self.net(batch.expand(len(points), -1, -1, -1), maps)
+            logits = self.net(inputs, maps.to(batch.device))
         out = torch.sigmoid(logits.float())[:, 0, :h, :w].cpu()
+        if tta == "flip":
+            out = (out[:len(points)] + out[len(points):].flip(-1)) / 2
         return [resize_map(o, (image.height, image.width)).numpy() for o in out]

@@ -41,7 +41,7 @@ from PIL import Image, ImageFilter
 from benchmarks.robustness import group_of_two, small_far
 from evaluation.data_options import add_data_options, case_runs
 from segmenter import checkpoint, chooser, people
-from segmenter.inference import Segmenter
+from segmenter.inference import TTA_MODES, Segmenter
 from training import scenes
 
 Sample = tuple[Image.Image, np.ndarray]
@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_options(p, limit=30)
     p.add_argument("--no-timing", action="store_true", help="skip the 12-MP timing")
     p.add_argument("--no-split", action="store_true", help="a region is one person (no network map to split by)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="the served option: the mirror pass for the mask and the click network alike")
     clicks = p.add_mutually_exclusive_group()
     clicks.add_argument("--chooser", type=Path, default=chooser.SHIPPED_CHOOSER,
                         help="the click network (default: the shipped one, as served)")
@@ -191,9 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for root, samples, i, case in case_runs(args, CASES, "keep"):
         image, truths = CASES[case](samples[i], samples[(i + 1) % len(samples)])
         with torch.inference_mode():
-            prob = seg.predict_lowres([image])[0]
+            prob = seg.predict_lowres([image], args.tta)[0]
             mask = seg.full_mask(prob, image)
-        choose = None if pick is None else (lambda points, image=image: pick.choose(seg, image, points))
+        choose = None if pick is None else (lambda points, image=image: pick.choose(seg, image, points, args.tta))
         rows.setdefault(f"{root}: {case}", []).extend(score(mask, truths, None if args.no_split else prob, choose))
     print()
     report(rows)

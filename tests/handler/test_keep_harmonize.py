@@ -119,7 +119,8 @@ def test_keep_hands_the_networks_map_to_the_split(stub_handler: PersonSegmenterH
 
 def test_with_a_click_network_keep_asks_it_who_each_point_is(model_dir: Path, tmp_path: Path) -> None:
     """An archive with ``chooser.pt``: the handler loads it, runs it once per keep request (not for the
-    others), and the kept person is the one its answer outlines, not the mask's whole region."""
+    others) with the request's mirror option, and the kept person is the one its answer outlines, not the
+    mask's whole region."""
     from handler.person_handler import CHOOSER_NAME
     from segmenter import checkpoint, chooser
     from segmenter.inference import Segmenter
@@ -141,20 +142,21 @@ def test_with_a_click_network_keep_asks_it_who_each_point_is(model_dir: Path, tm
     h.initialize(worker_context(folder))
     assert h.chooser is not None
     h.segmenter = Segmenter(BrightnessModel(), 96, "cpu", amp=False)
-    calls: list[int] = []
+    calls: list[tuple[int, str]] = []
     real = h.chooser.choose
 
-    def choose(seg: Segmenter, image: Image.Image, points: list) -> list[np.ndarray]:
+    def choose(seg: Segmenter, image: Image.Image, points: list, tta: str = "none") -> list[np.ndarray]:
         """The real pass, then an answer the test knows: the clicked person is left of x = 120."""
-        maps = real(seg, image, points)
-        calls.append(len(points))
+        maps = real(seg, image, points, tta)
+        calls.append((len(points), tta))
         assert [m.shape for m in maps] == [(SIZE[1], SIZE[0])] * len(points)
         known = np.where(np.arange(SIZE[0]) < 120, 0.9, 0.1).astype(np.float32)
         return [np.broadcast_to(known, (SIZE[1], SIZE[0])).copy() for _ in points]
 
     h.chooser.choose = choose
-    everyone, mask = run(h, [raw(PNG), form(PNG, keep="90,130")])
-    assert calls == [1]  # one pass for the keep request, none for the other
+    everyone, mask, mirrored = run(h, [raw(PNG), form(PNG, keep="90,130"), form(PNG, keep="90,130", tta="flip")])
+    assert calls == [(1, "none"), (1, "flip")]  # one pass per keep request, none for the other
+    assert mirrored.status == 200
     full = np.asarray(everyone.image())
     kept = np.asarray(mask.image())
     assert _person(kept, LEFT)[:, :70].min() >= 220 and kept[:, 125:].max() == 0  # cut where the network said

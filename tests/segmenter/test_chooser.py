@@ -89,6 +89,28 @@ def test_choose_gives_one_map_per_point_at_the_photos_size() -> None:
     assert all(0 <= m.min() and m.max() <= 1 for m in maps)
 
 
+def test_the_mirror_pass_averages_the_answer_for_the_mirrored_photo() -> None:
+    """``tta="flip"`` is the mean of the plain answer and the answer for the mirrored photo at the mirrored
+    point, turned back; an unknown mode is named."""
+    from segmenter.inference import Segmenter
+
+    net = _net()
+    click = chooser.ClickNet(net).eval()
+    torch.nn.init.normal_(click.click.weight, std=0.5)  # the click must matter for the check to mean anything
+    seg = Segmenter(net, image_size=64)
+    pick = chooser.Chooser(click)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    mirrored = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    plain = pick.choose(seg, photo, [(10, 20)])[0]
+    turned = pick.choose(seg, mirrored, [(63 - 10, 20)])[0][:, ::-1]
+    both = pick.choose(seg, photo, [(10, 20)], tta="flip")[0]
+    assert np.abs(plain - turned).mean() > 1e-4  # the mirrored photo's answer is not the plain one
+    np.testing.assert_allclose(both, (plain + turned) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown tta 'spin'"):
+        pick.choose(seg, photo, [(10, 20)], tta="spin")
+
+
 @pytest.mark.skipif(not chooser.SHIPPED_CHOOSER.is_file(), reason="no shipped click network in this checkout")
 def test_the_shipped_click_network_tells_a_person_in_front_from_the_one_behind() -> None:
     """The case the mask's regions cannot split (the two-person benchmark's *near and far*): a mirrored copy
