@@ -180,8 +180,9 @@ class PersonSegmenterHandler(BaseHandler):
                     job.certainty = prob if job.options.keep else None
         pick = getattr(self, "chooser", None)
         for job in todo:
-            if job.options.keep and pick is not None:  # one more pass (two with the mirror): who each point is
-                job.choices = pick.choose(self.segmenter, job.image, job.options.keep, job.options.tta)
+            if job.options.keep and pick is not None:  # who each point is, weighed against their rivals
+                job.choices = pick.choose(self.segmenter, job.image, job.options.keep, job.options.tta,
+                                          job.certainty)
         return jobs
 
     def postprocess(self, jobs: list[Job | Failure]) -> list[bytes]:

@@ -137,7 +137,8 @@ def score(mask: np.ndarray, truths: list[np.ndarray], certainty: torch.Tensor | 
     return rows
 
 
-def timing(repeats: int = 3, seg: Segmenter | None = None, pick: chooser.Chooser | None = None) -> float:
+def timing(repeats: int = 3, seg: Segmenter | None = None, pick: chooser.Chooser | None = None,
+           one_pass: bool = False) -> float:
     """Median milliseconds of ``keep_people`` on a 12-MP mask of two soft people, with a network-sized map;
     with ``pick``, of the click network's pass on a 12-MP photo and ``keep_chosen`` instead."""
     h, w = 3000, 4000
@@ -153,7 +154,8 @@ def timing(repeats: int = 3, seg: Segmenter | None = None, pick: chooser.Chooser
         if pick is None:
             people.keep_people(mask, [(1100, 1800)], certainty)
         else:
-            people.keep_chosen(mask, [(1100, 1800)], pick.choose(seg, photo, [(1100, 1800)]), certainty)
+            choices = pick.choose(seg, photo, [(1100, 1800)], everyone=None if one_pass else certainty)
+            people.keep_chosen(mask, [(1100, 1800)], choices, certainty)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
 
@@ -183,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     clicks.add_argument("--chooser", type=Path, default=chooser.SHIPPED_CHOOSER,
                         help="the click network (default: the shipped one, as served)")
     clicks.add_argument("--no-chooser", action="store_true", help="keep by the mask's regions alone")
+    p.add_argument("--one-pass", action="store_true",
+                   help="ask the click network once per point, without weighing its answer against a rival's")
     args = p.parse_args(argv)
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
     pick = None
@@ -195,15 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with torch.inference_mode():
             prob = seg.predict_lowres([image], args.tta)[0]
             mask = seg.full_mask(prob, image)
-        choose = None if pick is None else (lambda points, image=image: pick.choose(seg, image, points, args.tta))
+        choose = None if pick is None else (lambda points, image=image, prob=prob: pick.choose(
+            seg, image, points, args.tta, None if args.one_pass else prob))
         rows.setdefault(f"{root}: {case}", []).extend(score(mask, truths, None if args.no_split else prob, choose))
     print()
     report(rows)
     if not args.no_timing:
         print(f"\nkeep_people on a 12-MP mask: {timing():.0f} ms (median of 3)")
         if pick is not None:
-            print(f"the click network's pass and keep_chosen on a 12-MP photo: {timing(3, seg, pick):.0f} ms "
-                  "(median of 3)")
+            print(f"the click network's passes and keep_chosen on a 12-MP photo: "
+                  f"{timing(3, seg, pick, args.one_pass):.0f} ms (median of 3)")
     return 0
 
 

@@ -145,9 +145,11 @@ def test_with_a_click_network_keep_asks_it_who_each_point_is(model_dir: Path, tm
     calls: list[tuple[int, str]] = []
     real = h.chooser.choose
 
-    def choose(seg: Segmenter, image: Image.Image, points: list, tta: str = "none") -> list[np.ndarray]:
+    def choose(seg: Segmenter, image: Image.Image, points: list, tta: str = "none",
+               everyone: torch.Tensor | None = None) -> list[np.ndarray]:
         """The real pass, then an answer the test knows: the clicked person is left of x = 120."""
-        maps = real(seg, image, points, tta)
+        assert everyone is not None and everyone.shape == (SIZE[1] * 96 // SIZE[0], 96)  # the low-res map
+        maps = real(seg, image, points, tta, everyone)
         calls.append((len(points), tta))
         assert [m.shape for m in maps] == [(SIZE[1], SIZE[0])] * len(points)
         known = np.where(np.arange(SIZE[0]) < 120, 0.9, 0.1).astype(np.float32)

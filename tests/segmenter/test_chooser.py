@@ -111,6 +111,52 @@ def test_the_mirror_pass_averages_the_answer_for_the_mirrored_photo() -> None:
         pick.choose(seg, photo, [(10, 20)], tta="spin")
 
 
+def test_the_rival_is_the_largest_person_the_answer_leaves_out() -> None:
+    everyone = torch.zeros(60, 100)
+    everyone[10:50, 5:30] = 0.9  # the clicked person
+    everyone[20:60, 50:90] = 0.8  # the largest other
+    everyone[0:4, 95:100] = 0.9  # a speck
+    answer = torch.zeros(60, 100)
+    answer[10:50, 5:40] = 0.7
+    x, y = chooser.rival_point(everyone, answer)
+    assert 50 <= x < 90 and 20 <= y < 60 and abs(x - 69.5) <= 1 and abs(y - 39.5) <= 1
+    answer[20:60, 50:90] = 0.6  # the answer takes everyone: no rival
+    assert chooser.rival_point(everyone, answer) is None
+    answer[20:60, 50:90] = 0.0
+    everyone[20:60, 50:90] = 0.0
+    assert chooser.rival_point(everyone, answer) is None  # only the speck, under RIVAL_SHARE of the photo
+
+
+def test_each_contested_pixel_goes_to_the_stronger_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit check of the rule with known answers (the real network's use is the shipped-network test below)."""
+    from segmenter.inference import Segmenter
+
+    net = _net()
+    seg = Segmenter(net, image_size=64)
+    pick = chooser.Chooser(chooser.ClickNet(net).eval())
+    photo = Image.new("RGB", (64, 48), (90, 120, 150))
+    everyone = torch.zeros(48, 64)
+    everyone[:, 4:60] = 0.95
+    own = torch.zeros(48, 64)
+    own[:, :40] = 0.7  # the clicked person's answer bleeds over x = 32 into the one beside
+    theirs = torch.zeros(48, 64)
+    theirs[:, 28:] = 0.9
+    asked: list[list[tuple[float, float]]] = []
+
+    def answers(batch: torch.Tensor, size: tuple[int, int], at: list, tta: str) -> torch.Tensor:
+        asked.append(list(at))
+        return torch.stack([own if len(asked) == 1 else theirs for _ in at])
+
+    monkeypatch.setattr(pick, "_answers", answers)
+    plain = pick.choose(seg, photo, [(10, 20)])[0]
+    asked.clear()
+    apart = pick.choose(seg, photo, [(10, 20)], everyone=everyone)[0]
+    assert len(asked) == 2 and 40 <= asked[1][0][0] < 60  # the rival, asked about in a second pass
+    assert plain[:, 30:40].min() >= 0.69 and apart[:, 30:40].max() == 0 and apart[:, :26].min() >= 0.69
+    with pytest.raises(ValueError, match="the segmenter's map is"):
+        pick.choose(seg, photo, [(10, 20)], everyone=everyone[:10])
+
+
 @pytest.mark.skipif(not chooser.SHIPPED_CHOOSER.is_file(), reason="no shipped click network in this checkout")
 def test_the_shipped_click_network_tells_a_person_in_front_from_the_one_behind() -> None:
     """The case the mask's regions cannot split (the two-person benchmark's *near and far*): a mirrored copy
@@ -127,8 +173,9 @@ def test_the_shipped_click_network_tells_a_person_in_front_from_the_one_behind()
         point = people_point(person)
         by_regions = people.keep_people(full, [point], prob) >= 128
         assert (by_regions & other).sum() > 0.8 * other.sum()  # one region: the regions alone keep both
-        kept = people.keep_chosen(full, [point], pick.choose(seg, scene, [point]), prob) >= 128
-        assert (kept & person).sum() > 0.8 * person.sum() and (kept & other).sum() < 0.2 * other.sum()
+        for everyone in (None, prob):  # the answer alone, and weighed against the rival's as served
+            kept = people.keep_chosen(full, [point], pick.choose(seg, scene, [point], everyone=everyone), prob) >= 128
+            assert (kept & person).sum() > 0.8 * person.sum() and (kept & other).sum() < 0.2 * other.sum()
 
 
 def near_and_far(seg: object) -> tuple[Image.Image, np.ndarray, np.ndarray]:
