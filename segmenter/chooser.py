@@ -9,8 +9,11 @@ before its BatchNorm. It starts from the shipped segmenter's weights with that c
 trained whole on photos of two people pasted side by side, in front of or behind each other, the target
 being the clicked person's own mask (``benchmarks/studies/click_net.py``; figures in docs/BENCHMARKS.md).
 
-``people.keep_chosen`` then keeps the mask's person pixels that this network gives to a point, through the
-same region rules as ``people.keep_people``; a point it gives nothing falls back to those rules alone.
+Where two people overlap, the answer for the one behind bleeds into the one in front. ``Chooser.choose``,
+given the segmenter's map, also asks about each point's rival (``rival_point``, the largest person its answer
+leaves out) and gives every contested pixel to the stronger claim. ``people.keep_chosen`` then keeps the
+mask's person pixels that this gives to a point, through the same region rules as ``people.keep_people``; a
+point it gives nothing falls back to those rules alone.
 """
 
 from __future__ import annotations

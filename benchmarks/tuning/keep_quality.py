@@ -10,7 +10,9 @@ Builds two-person photos from the validation pairs, where each person's own trut
 - ``near and far``: the next pair's person at 40% of the height in the bottom-right corner (robustness.py's
   small, far), in front of photo ``i``'s person where they overlap;
 - ``beside``: the next pair's person cut out at 70% of the height and pasted at the bottom on the side of the
-  photo away from photo ``i``'s person.
+  photo away from photo ``i``'s person;
+- ``alone``: photo ``i`` as it is, one person: a point on them must keep them as the mask has them (its keep
+  IoU against the "everyone" column); it stays out of the ``all`` row, which is the two-person photos.
 
 For each person of each photo, the served mask (the default zoom) is cut down to the people a point chose as
 the server does: the shipped click network's answer and ``segmenter.people.keep_chosen`` (``--no-chooser``:
@@ -47,6 +49,7 @@ from training import scenes
 Sample = tuple[Image.Image, np.ndarray]
 Scene = tuple[Image.Image, list[np.ndarray]]  # the photo and each person's own truth mask
 CUT = 128
+ALONE = "alone"  # the one case with a single person: outside the "all" row, which is two-person photos
 
 
 def _side_by_side(a: Sample, b: Sample) -> Scene:
@@ -91,7 +94,12 @@ def _beside(a: Sample, b: Sample) -> Scene:
     return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), [truth & ~second, second]
 
 
-CASES = {"side by side": _side_by_side, "near and far": _near_and_far, "beside": _beside}
+def _alone(a: Sample, b: Sample) -> Scene:
+    """The photo as it is: a point on its one person must keep them as the mask has them."""
+    return a[0], [a[1]]
+
+
+CASES = {"side by side": _side_by_side, "near and far": _near_and_far, "beside": _beside, ALONE: _alone}
 
 
 def inside_point(truth: np.ndarray) -> tuple[int, int]:
@@ -123,9 +131,9 @@ def score(mask: np.ndarray, truths: list[np.ndarray], certainty: torch.Tensor | 
     rows = []
     everyone = mask >= CUT
     for k, truth in enumerate(truths):
-        if len(truths) < 2 or truth.sum() < 64:
+        if truth.sum() < 64:
             continue
-        other = truths[1 - k]
+        other = truths[1 - k] if len(truths) == 2 else np.zeros_like(truth)
         point = inside_point(truth)
         if choose is None:
             kept = people.keep_people(mask, [point], certainty) >= CUT
@@ -163,7 +171,7 @@ def timing(repeats: int = 3, seg: Segmenter | None = None, pick: chooser.Chooser
 def report(rows: dict[str, list[dict[str, float]]]) -> None:
     print("| case | people | keep IoU | everyone IoU | truth touch | merged | keep IoU, not merged | share >= 0.90 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    every = [r for rs in rows.values() for r in rs]
+    every = [r for name, rs in rows.items() if not name.endswith(f": {ALONE}") for r in rs]
     for name, rs in [*rows.items(), ("all", every)]:
         if not rs:
             continue
