@@ -125,10 +125,9 @@ class Chooser:
             raise ValueError(f"unknown tta {tta!r}; expected one of: {', '.join(TTA_MODES)}")
         batch, sizes = segmenter.model_input([image])
         s = sizes[0][0] / image.width
-        at = [(x * s, y * s) for x, y in points]
-        answers = self._answers(batch, sizes[0], at, tta)
+        answers = self._answers(batch, sizes[0], [(x * s, y * s) for x, y in points], tta)
         if everyone is not None:
-            answers = self._apart(batch, sizes[0], at, answers, torch.as_tensor(everyone, dtype=torch.float32), tta)
+            answers = self._apart(batch, sizes[0], answers, torch.as_tensor(everyone, dtype=torch.float32), tta)
         return [resize_map(a, (image.height, image.width)).numpy() for a in answers]
 
     def _answers(self, batch: torch.Tensor, size: tuple[int, int], at: Sequence[tuple[float, float]],
@@ -149,10 +148,9 @@ class Chooser:
             out = (out[:len(at)] + out[len(at):].flip(-1)) / 2
         return out
 
-    def _apart(self, batch: torch.Tensor, size: tuple[int, int], at: Sequence[tuple[float, float]],
-               answers: torch.Tensor, everyone: torch.Tensor, tta: str) -> torch.Tensor:
-        """Each answer without the pixels its rival claims more strongly than it does. A rival whose answer
-        holds the point itself is the same person seen again (a part the first answer missed), not a rival."""
+    def _apart(self, batch: torch.Tensor, size: tuple[int, int], answers: torch.Tensor, everyone: torch.Tensor,
+               tta: str) -> torch.Tensor:
+        """Each answer without the pixels its rival claims more strongly than it does."""
         if everyone.shape != answers.shape[1:]:
             raise ValueError(f"the segmenter's map is {tuple(everyone.shape)}, the answers "
                              f"{tuple(answers.shape[1:])}: pass predict_lowres' map for the same photo")
@@ -161,11 +159,8 @@ class Chooser:
             return answers
         theirs = self._answers(batch, size, [r for _, r in rivals], tta)
         out = answers.clone()
-        h, w = answers.shape[1:]
         for (i, _), their in zip(rivals, theirs, strict=True):
-            x, y = (min(max(round(v), 0), n - 1) for v, n in zip(at[i], (w, h), strict=True))
-            if their[y, x] < 0.5:
-                out[i] = torch.where(their > out[i], 0.0, out[i])
+            out[i] = torch.where(their > out[i], 0.0, out[i])
         return out
 
 
