@@ -31,12 +31,13 @@ def _two_people() -> bytes:
 
 def _kept_by_the_core(seg: Segmenter, photo: Image.Image, full: np.ndarray,
                       points: list[tuple[int, int]]) -> np.ndarray:
-    """What the server keeps: with the shipped click network, ``keep_chosen`` on its answers."""
+    """What the server keeps: with the shipped click network, ``keep_chosen`` on its answers weighed against
+    their rivals'."""
     prob = seg.predict_lowres([photo])[0]
     if not chooser.SHIPPED_CHOOSER.is_file():
         return people.keep_people(full, points, prob)
     pick = chooser.Chooser(chooser.load()[0], seg.device, seg.amp)
-    return people.keep_chosen(full, points, pick.choose(seg, photo, points), prob)
+    return people.keep_chosen(full, points, pick.choose(seg, photo, points, everyone=prob), prob)
 
 
 def test_keep_over_http_and_from_the_client(torchserve_server, serving_checkpoint: Path, tmp_path: Path) -> None:
