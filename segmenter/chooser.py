@@ -181,6 +181,5 @@ def rival_point(everyone: torch.Tensor, answer: torch.Tensor) -> tuple[float, fl
     biggest = int(sizes.argmax()) + 1
     if sizes[biggest - 1] < RIVAL_SHARE * labels.size:
         return None
-    ys, xs = np.nonzero(labels == biggest)
-    k = int(((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).argmin())
-    return float(xs[k]), float(ys[k])
+    x, y = people.inside_point(labels == biggest)
+    return float(x), float(y)

@@ -248,6 +248,14 @@ def _drop_their_outline(keep: np.ndarray, trimmed: np.ndarray, others: np.ndarra
     keep[ys[hit], xs[hit]] = False
 
 
+def inside_point(mask: np.ndarray) -> tuple[int, int]:
+    """The mask's own pixel nearest to its centroid: where a user clicks on a person. The centroid itself may
+    lie outside a person (an arm on a hip, someone bending), so the nearest pixel inside is taken."""
+    ys, xs = np.nonzero(mask)
+    k = int(((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).argmin())
+    return int(xs[k]), int(ys[k])
+
+
 def _check_points(mask: np.ndarray, points: Sequence[Point]) -> None:
     """Every point must lie in the mask: the server checks them against the photo first, so one outside is
     a caller's bug, not a user's."""

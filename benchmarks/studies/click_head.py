@@ -53,7 +53,7 @@ from benchmarks.studies.seam_head import (
     sheet,
     take_step,
 )
-from benchmarks.tuning.keep_quality import CASES, CUT, _iou, inside_point
+from benchmarks.tuning.keep_quality import CASES, CUT, _iou, alone, inside_point
 from evaluation.data_options import add_data_options, case_runs
 from segmenter import checkpoint, people
 from segmenter.chooser import click_maps
@@ -181,7 +181,7 @@ def score_choices(args: argparse.Namespace, seg: Segmenter, choose: Chooser, lab
     """Print every rule's keep IoU on ``keep_quality``'s two-person photos and single photos, ``choose``
     giving the clicked person's probability per point at the photo's size (``label`` names it in the rules)."""
     args.data = args.score_data or [d for d in args.data if Path(d).name != "vikram"]
-    cases = {**CASES, "single": lambda a, b: (a[0], [a[1]])}
+    cases = {**CASES, "single": alone}
     rows: dict[tuple[str, str, float], list[float]] = {}
     names, shown = [], []
     for root, samples, i, case in case_runs(args, cases, "clicks"):

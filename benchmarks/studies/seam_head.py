@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import nn
 
-from benchmarks.tuning.keep_quality import CASES, CUT, _iou, inside_point, score
+from benchmarks.tuning.keep_quality import CASES, CUT, _iou, alone, inside_point, score
 from evaluation.data_options import add_data_options, case_runs
 from evaluation.pairs import find_pairs
 from segmenter import checkpoint, people
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head = load_or_train(args, SeamHead(features.channels), lambda: train(args, features))
     seg = Segmenter.from_checkpoint(args.checkpoint or checkpoint.default_weights())
     args.data = args.score_data or [d for d in args.data if Path(d).name != "vikram"]
-    cases = {**CASES, "single": lambda a, b: (a[0], [a[1]])}
+    cases = {**CASES, "single": alone}
     photos = []
     for root, samples, i, case in case_runs(args, cases, "seams"):
         image, truths = cases[case](samples[i], samples[(i + 1) % len(samples)])

@@ -15,13 +15,15 @@ Builds two-person photos from the validation pairs, where each person's own trut
   IoU against the "everyone" column); it stays out of the ``all`` row, which is the two-person photos.
 
 For each person of each photo, the served mask (the default zoom) is cut down to the people a point chose as
-the server does: the shipped click network's answer and ``segmenter.people.keep_chosen`` (``--no-chooser``:
-the regions alone, ``segmenter.people.keep_people``), the point being the person's own pixel nearest to their
+the server does: the shipped click network's answer weighed against its rival's and
+``segmenter.people.keep_chosen`` (``--one-pass``: the answer alone; ``--no-chooser``: the regions alone,
+``segmenter.people.keep_people``), the point being the person's own pixel nearest to their
 centroid, where a user would click. Printed per case: the IoU of the kept mask against that person's truth
 ("keep"), of the mask with everyone in it ("everyone", what the option improves on), the share of people whose
 truth touches the other's (one region even for a perfect mask: "truth touch"), the share whose kept region
 also holds most of the other person ("merged"), and the IoU where they were not merged. Then the cost of
-``keep_people`` on a 12-MP mask and, with the click network, of its pass and ``keep_chosen`` on a 12-MP photo.
+``keep_people`` on a 12-MP mask and, with the click network, of its passes and ``keep_chosen`` on a 12-MP
+photo.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from benchmarks.robustness import group_of_two, small_far
 from evaluation.data_options import add_data_options, case_runs
 from segmenter import checkpoint, chooser, people
 from segmenter.inference import TTA_MODES, Segmenter
+from segmenter.people import inside_point
 from training import scenes
 
 Sample = tuple[Image.Image, np.ndarray]
@@ -94,19 +97,12 @@ def _beside(a: Sample, b: Sample) -> Scene:
     return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), [truth & ~second, second]
 
 
-def _alone(a: Sample, b: Sample) -> Scene:
+def alone(a: Sample, b: Sample) -> Scene:
     """The photo as it is: a point on its one person must keep them as the mask has them."""
     return a[0], [a[1]]
 
 
-CASES = {"side by side": _side_by_side, "near and far": _near_and_far, "beside": _beside, ALONE: _alone}
-
-
-def inside_point(truth: np.ndarray) -> tuple[int, int]:
-    """The person's own pixel nearest to their centroid: where a user would click on them."""
-    ys, xs = np.nonzero(truth)
-    k = int(((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).argmin())
-    return int(xs[k]), int(ys[k])
+CASES = {"side by side": _side_by_side, "near and far": _near_and_far, "beside": _beside}  # two people each
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -148,7 +144,8 @@ def score(mask: np.ndarray, truths: list[np.ndarray], certainty: torch.Tensor | 
 def timing(repeats: int = 3, seg: Segmenter | None = None, pick: chooser.Chooser | None = None,
            one_pass: bool = False) -> float:
     """Median milliseconds of ``keep_people`` on a 12-MP mask of two soft people, with a network-sized map;
-    with ``pick``, of the click network's pass on a 12-MP photo and ``keep_chosen`` instead."""
+    with ``pick``, of the click network's passes (one with ``one_pass``) on a 12-MP photo and ``keep_chosen``
+    instead."""
     h, w = 3000, 4000
     yy, xx = np.mgrid[:h, :w]
     hard = (((xx - 1100) / 600) ** 2 + ((yy - 1800) / 1100) ** 2 < 1) | (((xx - 2900) / 500) ** 2
@@ -202,8 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pick = chooser.Chooser(chooser.load(click_file)[0], seg.device, seg.amp)
     print(f"keep by {'the click network ' + str(args.chooser) if pick else 'the regions alone'}")
     rows: dict[str, list[dict[str, float]]] = {}
-    for root, samples, i, case in case_runs(args, CASES, "keep"):
-        image, truths = CASES[case](samples[i], samples[(i + 1) % len(samples)])
+    cases = {**CASES, ALONE: alone}
+    for root, samples, i, case in case_runs(args, cases, "keep"):
+        image, truths = cases[case](samples[i], samples[(i + 1) % len(samples)])
         with torch.inference_mode():
             prob = seg.predict_lowres([image], args.tta)[0]
             mask = seg.full_mask(prob, image)

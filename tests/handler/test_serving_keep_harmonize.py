@@ -74,12 +74,12 @@ def test_keep_over_http_and_from_the_client(torchserve_server, serving_checkpoin
 def test_keep_frees_a_person_standing_in_front_of_another(torchserve_server, serving_checkpoint: Path) -> None:
     """The case the mask's regions cannot split: a smaller, mirrored copy of the person in front of them
     (``tests/segmenter/test_chooser.py``'s scene). A point on either keeps that one and drops the other."""
-    from tests.segmenter.test_chooser import near_and_far, people_point
+    from tests.segmenter.test_chooser import near_and_far
 
     scene, near, far = near_and_far(Segmenter.from_checkpoint(serving_checkpoint, device="cpu"))
     data = images.encode(scene)
     for person, other in ((near, far), (far, near)):
-        x, y = people_point(person)
+        x, y = people.inside_point(person)
         r = post(torchserve_server, data, headers={"X-Keep": f"{x},{y}"})
         assert r.status_code == 200, r.text
         kept = np.asarray(as_image(r)) >= 128

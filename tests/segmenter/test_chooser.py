@@ -170,7 +170,7 @@ def test_the_shipped_click_network_tells_a_person_in_front_from_the_one_behind()
     full, prob = seg.predict_one(scene), seg.predict_lowres([scene])[0]
     pick = chooser.Chooser(chooser.load()[0], seg.device, seg.amp)
     for person, other in ((near, far), (far, near)):
-        point = people_point(person)
+        point = people.inside_point(person)
         by_regions = people.keep_people(full, [point], prob) >= 128
         assert (by_regions & other).sum() > 0.8 * other.sum()  # one region: the regions alone keep both
         for everyone in (None, prob):  # the answer alone, and weighed against the rival's as served
@@ -192,13 +192,6 @@ def near_and_far(seg: object) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     near = np.zeros((h, w), bool)
     near[h - small[1]:, w - small[0]:] = np.asarray(cut) >= 128
     return scene, near, alone & ~near
-
-
-def people_point(truth: np.ndarray) -> tuple[int, int]:
-    """The person's own pixel nearest to their centroid, where a user clicks."""
-    ys, xs = np.nonzero(truth)
-    k = int(((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).argmin())
-    return int(xs[k]), int(ys[k])
 
 
 def test_only_the_shipped_click_network_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
