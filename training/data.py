@@ -171,6 +171,11 @@ class SegmentationDataset(Dataset):
         other = int(torch.randint(len(self.pairs) - 1, ()))
         return other + (other >= index)
 
+    def _other_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Another pair's photo (HxWx3 uint8) and mask (HxW, ``IGNORE`` kept), as the scenes take them."""
+        img, m = self.load(self._other(index))
+        return img.permute(1, 2, 0).numpy(), m[0].numpy()
+
     def layout(self, sample: Sample, index: int) -> Sample:
         """The photo's frame before scaling: maybe beside another pair's photo, maybe cropped."""
         if self.side_prob and len(self.pairs) > 1 and torch.rand(()) < self.side_prob:
@@ -185,8 +190,8 @@ class SegmentationDataset(Dataset):
         n = int(rng.integers(scenes.PEOPLE[0], scenes.PEOPLE[1] + 1))
         people = []
         for _ in range(n):
-            img, m = self.load(self._other(index))
-            cut = scenes.cut_out(img.permute(1, 2, 0).numpy(), m[0].numpy() == 1)
+            image, truth = self._other_arrays(index)
+            cut = scenes.cut_out(image, truth == 1)
             if cut is not None:
                 people.append(cut)
         decoys = self._decoys(index, rng)
@@ -208,8 +213,7 @@ class SegmentationDataset(Dataset):
             return []
         found = []
         for _ in range(int(rng.integers(1, self.decoys + 1))):
-            img, m = self.load(self._other(index))
-            image, truth = img.permute(1, 2, 0).numpy(), m[0].numpy()
+            image, truth = self._other_arrays(index)
             cut = scenes.cut_out(image, truth == 1)
             filling = scenes.background_crop(image, truth > 0, rng, side=scenes.DECOY_SIDE)
             if cut is not None and filling is not None:

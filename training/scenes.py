@@ -106,7 +106,7 @@ def paste_people(canvas: np.ndarray, truth: np.ndarray, people: Sequence[Scene],
         if person:
             merged[y0:y1, x0:x1] |= sub_m
         else:
-            merged[y0:y1, x0:x1] &= _alpha(sub_m)[..., 0] < 0.5
+            merged[y0:y1, x0:x1] &= a[..., 0] < 0.5
     return np.clip(out.round(), 0, 255).astype(np.uint8), merged
 
 
@@ -120,13 +120,18 @@ def decoy(outline: np.ndarray, filling: np.ndarray) -> Scene:
     return np.asarray(Image.fromarray(filling).resize((w, h), Image.Resampling.BILINEAR)), outline
 
 
-def group_scene(background: np.ndarray, people: Sequence[Scene], rng: np.random.Generator,
-                decoys: Sequence[Scene] = ()) -> Scene:
-    """Several small people on a person-free background, over ``decoys`` when given."""
-    canvas, truth = background, np.zeros(background.shape[:2], bool)
+def _crowd(canvas: np.ndarray, truth: np.ndarray, people: Sequence[Scene], rng: np.random.Generator,
+           decoys: Sequence[Scene]) -> Scene:
+    """The decoys, then the people over them: a person may stand in front of a decoy, never behind one."""
     if decoys:
         canvas, truth = paste_people(canvas, truth, decoys, rng, person=False)
     return paste_people(canvas, truth, people, rng)
+
+
+def group_scene(background: np.ndarray, people: Sequence[Scene], rng: np.random.Generator,
+                decoys: Sequence[Scene] = ()) -> Scene:
+    """Several small people on a person-free background, over ``decoys`` when given."""
+    return _crowd(background, np.zeros(background.shape[:2], bool), people, rng, decoys)
 
 
 def people_behind(subject: Scene, people: Sequence[Scene], rng: np.random.Generator,
@@ -134,10 +139,7 @@ def people_behind(subject: Scene, people: Sequence[Scene], rng: np.random.Genera
     """Small people (over ``decoys`` when given) pasted into ``subject``'s photo, then its own person put
     back on top of them."""
     image, mask = subject
-    crowd, merged = image, mask
-    if decoys:
-        crowd, merged = paste_people(crowd, merged, decoys, rng, person=False)
-    crowd, merged = paste_people(crowd, merged, people, rng)
+    crowd, merged = _crowd(image, mask, people, rng, decoys)
     a = _alpha(mask)
     front = image * a + crowd * (1 - a)
     return np.clip(front.round(), 0, 255).astype(np.uint8), merged | mask
