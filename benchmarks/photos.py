@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+# A public-domain photo of one person (tests/gimp/data/README.md), for the photos that need a real person
+ASTRONAUT = Path(__file__).resolve().parent.parent / "tests" / "gimp" / "data" / "astronaut.jpg"
 
 
 def size_for(megapixels: float, aspect: float = 4 / 3) -> tuple[int, int]:
@@ -59,6 +63,25 @@ def figure_mask(size: tuple[int, int]) -> Image.Image:
     draw.ellipse(head, fill=255)
     draw.rectangle(body, fill=255)
     return mask
+
+
+def group_photo(person: Image.Image, megapixels: float, aspect: float = 1.5, people: int = 4) -> Image.Image:
+    """``people`` copies of the photo ``person``, each a quarter of the height, in a row on a textured ground.
+
+    A photo the first look calls a group (several people, none tall), so the crowd network looks at it too
+    (segmenter/crowd.py): what a group photo costs. ``person`` should be a real photo of someone (the
+    synthetic figure above is not taken for a person).
+    """
+    width, height = size_for(megapixels, aspect)
+    side = height // 4
+    copy = person.convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
+    rng = np.random.default_rng(0)
+    small = (rng.normal(0, 12, (max(16, height // 8), max(16, width // 8), 3)) + [96, 128, 96]).clip(0, 255)
+    out = Image.fromarray(small.astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
+    step = width // people
+    for i in range(people):
+        out.paste(copy, (i * step + (step - side) // 2, height // 2 + (i % 2) * height // 30))
+    return out
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

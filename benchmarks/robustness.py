@@ -40,7 +40,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from benchmarks.quality import DEFAULT_MP_PYTHON, MediaPipe
-from evaluation.data_options import add_data_options, read_pairs
+from evaluation.data_options import add_crowd_options, add_data_options, read_pairs
 from evaluation.metrics import image_metrics, mean_metrics
 from evaluation.progress import Progress
 from segmenter import checkpoint
@@ -132,6 +132,7 @@ CASES: dict[str, Callable[[Sequence[Sample], int], Sample]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_options(p, limit=60)
+    add_crowd_options(p)
     p.add_argument("--tta", choices=TTA_MODES, default="none", help="our model's test-time augmentation")
     p.add_argument("--mediapipe-python", type=Path, default=DEFAULT_MP_PYTHON)
     p.add_argument("--case", action="append", choices=sorted(CASES), dest="cases",
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robustness.py: error: {args.mediapipe_python} not found; run `make mediapipe-venv`", file=sys.stderr)
         return 2
     ckpt = args.checkpoint or checkpoint.default_weights()
-    seg = Segmenter.from_checkpoint(ckpt)
+    seg = Segmenter.from_checkpoint(ckpt, crowd_path=args.crowd_checkpoint)
     roots = {root.name: pairs for root, pairs in read_pairs(args).items()}
     mp = MediaPipe(args.mediapipe_python)
     scores: dict[tuple[str, str, str], list[dict]] = {}
@@ -157,13 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     path = Path(tmp) / "case.png"
                     image.save(path)
                     t = torch.from_numpy(truth)
-                    ours = seg.predict_one(image, tta=args.tta) >= cut
+                    ours = seg.predict_one(image, tta=args.tta, crowd=args.crowd) >= cut
                     theirs = mp.mask(path, Path(tmp) / "m.png") >= cut
                     scores.setdefault((root, case, "ours"), []).append(image_metrics(torch.from_numpy(ours), t))
                     scores.setdefault((root, case, "mp"), []).append(image_metrics(torch.from_numpy(theirs), t))
                     bar.update()
     mp.close()
-    print(f"\nmodel: {ckpt} (tta {args.tta})\n")
+    crowd = f"crowd {args.crowd}, {'a crowd network' if seg.crowd_model is not None else 'no crowd network'}"
+    print(f"\nmodel: {ckpt} (tta {args.tta}, {crowd})\n")
     print("| set | case | images | ours IoU | MediaPipe IoU | ours boundary F | MediaPipe boundary F |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for root in roots:

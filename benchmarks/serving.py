@@ -41,7 +41,7 @@ import requests
 import torch
 from PIL import Image
 
-from benchmarks.photos import jpeg_bytes, synthetic_photo
+from benchmarks.photos import ASTRONAUT, group_photo, jpeg_bytes, synthetic_photo
 from benchmarks.timing import median_time
 from handler import serve
 from handler.contract import MODEL_NAME
@@ -59,6 +59,9 @@ MODES: dict[str, dict[str, str]] = {
     # the zoom pass (segmenter/zoom.py) forced off and on; "mask" is the served default, zoom=auto
     "mask-zoom-off": {"mode": "mask", "zoom": "off"},
     "mask-zoom-on": {"mode": "mask", "zoom": "on"},
+    # the crowd network (segmenter/crowd.py) forced off: the first look alone, without the check that a photo is
+    # a group; "mask" with --group pays for both networks
+    "mask-crowd-off": {"mode": "mask", "crowd": "off"},
     "composite": {"mode": "composite", "background": "#1e90ff", "format": "jpeg"},
     # the same without the edge stage (segmenter/matting.py): what the stage costs
     "composite-plain": {"mode": "composite", "background": "#1e90ff", "format": "jpeg", "matting": "off"},
@@ -76,13 +79,14 @@ def in_process(seg: Segmenter, data: bytes, fields: dict[str, str], repeats: int
     """Median seconds for the handler's work on one request, without TorchServe."""
     options = Options(mode=fields["mode"], format=fields.get("format", "png"),
                       background=_background(fields.get("background")), tta=fields.get("tta", "none"),
-                      matting=fields.get("matting", "on") == "on", zoom=fields.get("zoom", Options().zoom))
+                      matting=fields.get("matting", "on") == "on", zoom=fields.get("zoom", Options().zoom),
+                      crowd=fields.get("crowd", Options().crowd))
 
     def once() -> bytes:
         image = imaging.decode_image(data)
         job = Job(image, options)
-        job.mask = seg.full_mask(seg.predict_lowres([image], options.tta)[0], image, options.refine, options.tta,
-                                 options.zoom)
+        job.mask = seg.full_mask(seg.predict_lowres([image], options.tta, options.crowd)[0], image, options.refine,
+                                 options.tta, options.zoom)
         return render(job)
 
     return median_time(once, repeats)[0]
@@ -193,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo", type=Path,
                    help="a real photo, scaled to each --megapixels size, instead of the synthetic one (whose drawn "
                         "figure the model does not take for a person, so zoom=auto looks again at it)")
+    p.add_argument("--group", action="store_true",
+                   help="a group photo: four copies of --photo (default: the astronaut of the GIMP tests), each a "
+                        "quarter of the height, which the crowd network looks at as well (benchmarks/photos.py)")
     p.add_argument("--modes", nargs="+", default=["mask", "composite"], choices=sorted(MODES))
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--requests", type=int, default=None,
@@ -238,7 +245,10 @@ def latency_tables(server: serve.Server, args: argparse.Namespace, variants: lis
     print(f"torch threads in-process and per worker: {threads}; bf16 autocast: {seg.amp}")
     rows = []
     for mp in args.megapixels:
-        image = synthetic_photo(mp, aspect=args.aspect) if args.photo is None else scaled_photo(args.photo, mp)
+        if args.group:
+            image = group_photo(imaging.load_image(args.photo or ASTRONAUT), mp)
+        else:
+            image = synthetic_photo(mp, aspect=args.aspect) if args.photo is None else scaled_photo(args.photo, mp)
         data = jpeg_bytes(image)
         n = args.requests or (40 if mp <= 2 else 16)
         for mode in args.modes:

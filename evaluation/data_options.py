@@ -58,6 +58,17 @@ def add_data_options(parser: argparse.ArgumentParser, *, val_list_required: bool
                             help="model checkpoint" + ("" if checkpoint_required else " (default: the shipped model)"))
 
 
+def add_crowd_options(parser: argparse.ArgumentParser) -> None:
+    """Declare --crowd and --crowd-checkpoint: which photos the crowd network looks at (segmenter/crowd.py)."""
+    from segmenter.crowd import CROWD_MODES, DEFAULT_CROWD  # here: reading pairs must not import torch
+
+    parser.add_argument("--crowd", choices=CROWD_MODES, default=DEFAULT_CROWD,
+                        help="let the crowd network look at photos of groups: auto (as served), on (every photo), off")
+    parser.add_argument("--crowd-checkpoint", type=Path,
+                        help="the crowd network (default: the shipped one with the shipped model, none with "
+                             "another --checkpoint)")
+
+
 def read_pairs(args: argparse.Namespace, skip_bad: bool = False) -> dict[Path, list[Pair]]:
     """The selected pairs root by root, in --data's order, each root's in name order."""
     names = read_name_list(args.val_list) if args.val_list else None

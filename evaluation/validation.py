@@ -16,6 +16,7 @@ from PIL import Image
 from evaluation.metrics import image_metrics, mean_metrics
 from evaluation.pairs import Pair
 from evaluation.progress import Progress
+from segmenter.crowd import DEFAULT_CROWD
 from segmenter.imaging import load_image, load_mask
 from segmenter.inference import Segmenter
 from segmenter.preprocess import THRESHOLD
@@ -23,13 +24,13 @@ from segmenter.preprocess import THRESHOLD
 
 def evaluate_samples(segmenter: Segmenter, samples: Iterable[tuple[Pair, Image.Image, torch.Tensor]],
                      refine: str = "guided", batch_size: int = 8, total: int | None = None,
-                     tta: str = "none") -> list[dict]:
+                     tta: str = "none", crowd: str = DEFAULT_CROWD) -> list[dict]:
     """Per-image metrics rows (name, root, iou, dice, boundary_f); streams, so memory stays flat."""
     rows = []
     bar = Progress(total or 0, "evaluate", enabled=total is not None)
     it = iter(samples)
     while chunk := list(islice(it, batch_size)):
-        masks = segmenter.predict([img for _, img, _ in chunk], refine=refine, tta=tta)
+        masks = segmenter.predict([img for _, img, _ in chunk], refine=refine, tta=tta, crowd=crowd)
         for (pair, _, truth), soft in zip(chunk, masks, strict=True):
             pred = torch.from_numpy(soft) >= round(THRESHOLD * 255)
             rows.append({"name": pair.name, "root": str(pair.root), **image_metrics(pred, truth)})

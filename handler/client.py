@@ -167,7 +167,7 @@ class Client:
                 refine: str | None = None, blur_radius: float | None = None,
                 quality: int | None = None, tta: str | None = None, matting: str | None = None,
                 zoom: str | None = None, keep: str | Sequence[tuple[float, float]] | None = None,
-                harmonize: float | None = None) -> Result:
+                harmonize: float | None = None, crowd: str | None = None) -> Result:
         """Send one photo; return the result or raise ``ClientError`` with the server's message.
 
         ``keep`` is ``"x,y;x,y"`` or a list of (x, y) points in the photo's pixels (after its EXIF
@@ -176,7 +176,7 @@ class Client:
         if keep is not None and not isinstance(keep, str):
             keep = contract.KEEP_POINT_SEPARATOR.join(f"{x:g}{contract.KEEP_COORD_SEPARATOR}{y:g}" for x, y in keep)
         data = {"mode": mode, "background": background, "format": format, "refine": refine, "tta": tta,
-                "matting": matting, "zoom": zoom, "keep": keep,
+                "matting": matting, "zoom": zoom, "crowd": crowd, "keep": keep,
                 "harmonize": None if harmonize is None else str(harmonize),
                 "blur_radius": None if blur_radius is None else str(blur_radius),
                 "quality": None if quality is None else str(quality)}
@@ -361,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", choices=list(contract.ZOOM_MODES),
                    help="a second, closer look for small people: on (every photo), auto (only where the first look "
                         "finds no tall person), off (default)")
+    p.add_argument("--crowd", choices=list(contract.CROWD_MODES),
+                   help="the network trained on groups and small people: auto (default: only where the first "
+                        "look shows several people or no tall one), on (every photo), off")
     p.add_argument("--keep", type=keep_points, action="append", metavar="X,Y",
                    help="keep only the person at this point (photo pixels, after EXIF orientation) or nearest to "
                         "it, dropping the others; repeat it or write X,Y;X,Y for more people. The same points go "
@@ -390,6 +393,7 @@ def request_options(args: argparse.Namespace) -> dict:
     """The API options the command line asked for (None: the server's default)."""
     options = {"mode": args.mode, "format": args.format, "refine": args.refine, "blur_radius": args.blur_radius,
                "quality": args.quality, "tta": args.tta, "matting": args.matting, "zoom": args.zoom,
+               "crowd": args.crowd,
                "keep": contract.KEEP_POINT_SEPARATOR.join(args.keep) if args.keep else None,
                "harmonize": args.harmonize}
     if args.background and Path(args.background).is_file():

@@ -56,6 +56,10 @@ TTA_MODES = ("none", "flip")  # segmenter.inference.TTA_MODES (a test holds them
 # "on" for every photo, "auto" only where the first look finds no tall person; off unless asked for
 ZOOM_MODES = ("off", "auto", "on")
 DEFAULT_ZOOM = "off"
+# the crowd network, trained on scenes of several and small people (segmenter/crowd.py; a test holds them
+# equal): "auto" lets it look at the photos whose first look shows a group, "on" at every photo, "off" at none
+CROWD_MODES = ("off", "auto", "on")
+DEFAULT_CROWD = "auto"
 # the edge stage (soft matte and person colours at the outline) for cutout and composite; "off" gives
 # the plain blend of the photo with the model's mask (docs/API.md, "The edge stage")
 MATTING_MODES = ("on", "off")
@@ -89,6 +93,7 @@ OPTION_HEADERS = {
     "quality": "X-Quality",
     "tta": "X-TTA",
     "zoom": "X-Zoom",
+    "crowd": "X-Crowd",
     "matting": "X-Matting",
     "keep": "X-Keep",
     "harmonize": "X-Harmonize",

@@ -33,13 +33,14 @@ for _p in (_root, _here):  # repo checkout: packages live in the parent; archive
 from handler.contract import MODEL_NAME, default_blur_radius  # noqa: E402
 from handler.request import Failure, Job, RequestError, check_points, parse_request  # noqa: E402
 from handler.shared_key import REFUSED_MESSAGE, REFUSED_STATUS, authorized, load_key  # noqa: E402
-from segmenter import checkpoint, chooser, harmonize, imaging, matting, people  # noqa: E402
+from segmenter import checkpoint, chooser, crowd, harmonize, imaging, matting, people  # noqa: E402
 from segmenter.inference import Segmenter  # noqa: E402
 from segmenter.preprocess import DEFAULT_IMAGE_SIZE  # noqa: E402
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "weights.pt"
 CHOOSER_NAME = "chooser.pt"  # the click network for ``keep`` (segmenter.chooser); an archive may leave it out
+CROWD_NAME = "crowd.pt"  # the network for photos of groups (segmenter.crowd); an archive may leave it out
 # TorchServe marks the requests of its other entry points with these headers (value "True"):
 # ``POST /explanations/<model>`` ("explain") and ``GET /models/<model>?customized=true`` ("describe").
 # BaseHandler would send them to Captum's ``get_insights`` and to an empty ``describe_handle``; this
@@ -111,16 +112,23 @@ class PersonSegmenterHandler(BaseHandler):
         gpu_id = context.system_properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
         model, config = checkpoint.load_model(os.path.join(context.system_properties["model_dir"], WEIGHTS_NAME))
-        self.segmenter = Segmenter(model, config.get("image_size", DEFAULT_IMAGE_SIZE), device)
+        crowd_file = os.path.join(context.system_properties["model_dir"], CROWD_NAME)
+        crowd_model = None
+        if os.path.isfile(crowd_file):  # without it, every photo keeps the main network's look
+            crowd_model, crowd_config = checkpoint.load_model(crowd_file)
+            crowd.check_fits(crowd_config, config, crowd_file)
+        self.segmenter = Segmenter(model, config.get("image_size", DEFAULT_IMAGE_SIZE), device,
+                                   crowd_model=crowd_model)
         click_file = os.path.join(context.system_properties["model_dir"], CHOOSER_NAME)
         self.chooser = None
         if os.path.isfile(click_file):  # without it, keep tells people apart by the mask's regions alone
             self.chooser = chooser.Chooser(chooser.load(click_file)[0], self.segmenter.device, self.segmenter.amp)
         self.shared_key = load_key()  # the container's one key for every replica; None under `make serve`
         self.initialized = True
-        logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s, keep by %s",
+        logger.info("person segmenter ready: %s, input %dpx, %d torch thread(s), amp=%s, keep by %s, %s",
                     device, self.segmenter.image_size, threads, self.segmenter.amp,
-                    "click network" if self.chooser is not None else "regions")
+                    "click network" if self.chooser is not None else "regions",
+                    "crowd network" if crowd_model is not None else "no crowd network")
 
     def handle(self, data: list[Any], context: Any) -> list[bytes]:
         """Every request of the batch, whatever TorchServe route it came by, through the same three steps.
@@ -171,13 +179,15 @@ class PersonSegmenterHandler(BaseHandler):
         ``Segmenter.predict``'s.
         """
         todo = [j for j in jobs if isinstance(j, Job)]
-        for tta in sorted({j.options.tta for j in todo}):  # one pass per tta mode present in the batch
-            group = [j for j in todo if j.options.tta == tta]
+        # one pass per tta mode and crowd setting present in the batch
+        for tta, who in sorted({(j.options.tta, j.options.crowd) for j in todo}):
+            group = [j for j in todo if (j.options.tta, j.options.crowd) == (tta, who)]
             with torch.inference_mode():
-                probs = self.segmenter.predict_lowres([j.image for j in group], tta)
-                for job, prob in zip(group, probs, strict=True):
+                probs, sent = self.segmenter.looks([j.image for j in group], tta, who)
+                for job, prob, by_crowd in zip(group, probs, sent, strict=True):
                     job.mask = self.segmenter.full_mask(prob, job.image, job.options.refine, tta, job.options.zoom)
                     job.certainty = prob if job.options.keep else None
+                    job.network = "crowd" if by_crowd else "main"
         pick = getattr(self, "chooser", None)
         for job in todo:
             if job.options.keep and pick is not None:  # who each point is, weighed against their rivals
@@ -196,6 +206,7 @@ class PersonSegmenterHandler(BaseHandler):
                     body = render(job)
                     self.context.set_response_content_type(idx, job.options.content_type)
                     self.context.set_response_header(idx, "X-Image-Size", f"{job.image.width}x{job.image.height}")
+                    self.context.set_response_header(idx, "X-Network", job.network)
                     out.append(body)
                     continue
                 except MemoryError:

@@ -22,7 +22,9 @@ from PIL import Image
 from handler.contract import (
     BACKGROUND_KEYWORDS,
     BLUR_RADIUS_RANGE,
+    CROWD_MODES,
     DEFAULT_BACKGROUND,
+    DEFAULT_CROWD,
     DEFAULT_HARMONIZE,
     DEFAULT_QUALITY,
     DEFAULT_ZOOM,
@@ -82,6 +84,7 @@ class Options:
     quality: int = DEFAULT_QUALITY
     tta: str = "none"
     zoom: str = DEFAULT_ZOOM
+    crowd: str = DEFAULT_CROWD
     matting: bool = True  # the edge stage for cutout and composite (segmenter/matting.py)
     keep: tuple[tuple[float, float], ...] = ()  # points that choose who stays; () keeps everyone
     harmonize: float = DEFAULT_HARMONIZE  # match the person's light to an image or blurred background
@@ -118,6 +121,7 @@ class Job:
     certainty: torch.Tensor | None = None
     # per keep point, the click network's map of the person there (photo size): None keeps by regions
     choices: list[np.ndarray] | None = None
+    network: str = "main"  # which network's look made the mask: "main", or "crowd" (segmenter.crowd)
 
 
 @dataclass
@@ -226,6 +230,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     refine = _choice(raw.get("refine", "guided"), "refine", REFINE_METHODS)
     tta = _choice(raw.get("tta", "none"), "tta", TTA_MODES)
     zoom = _choice(raw.get("zoom", DEFAULT_ZOOM), "zoom", ZOOM_MODES)
+    crowd = _choice(raw.get("crowd", DEFAULT_CROWD), "crowd", CROWD_MODES)
     matting = _choice(raw.get("matting", "on"), "matting", MATTING_MODES) == "on"
     background: tuple[int, int, int] | str = DEFAULT_COLOR
     if has_background_image:
@@ -248,7 +253,7 @@ def parse_options(raw: Mapping[str, str], has_background_image: bool = False) ->
     if fmt == "jpeg" and background == "transparent":
         raise RequestError("background transparent needs format png (JPEG has no alpha channel)")
     return Options(mode=mode, background=background, format=fmt, blur_radius=radius, refine=refine,
-                   quality=quality, tta=tta, zoom=zoom, matting=matting, keep=keep, harmonize=harmonize)
+                   quality=quality, tta=tta, zoom=zoom, crowd=crowd, matting=matting, keep=keep, harmonize=harmonize)
 
 
 def parse_request(row: Mapping[str, Any], header: HeaderGetter) -> ParsedRequest:

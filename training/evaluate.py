@@ -18,7 +18,7 @@ from pathlib import Path
 if importlib.util.find_spec("segmenter") is None:  # a Python without `make setup`'s install
     sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
-from evaluation.data_options import add_data_options, all_pairs
+from evaluation.data_options import add_crowd_options, add_data_options, all_pairs
 from evaluation.pairs import DatasetError
 from evaluation.validation import evaluate_samples, iter_samples, summarize
 from segmenter import checkpoint
@@ -29,6 +29,7 @@ from segmenter.refine import METHODS
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_options(p)
+    add_crowd_options(p)
     p.add_argument("--refine", choices=METHODS, default="guided", help="full-resolution upsampling method")
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="flip: average with the mirrored photo, as the served option tta=flip")
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         ckpt_path = args.checkpoint or checkpoint.default_weights()
-        segmenter = Segmenter.from_checkpoint(ckpt_path, args.device, amp=False if args.no_amp else None)
+        segmenter = Segmenter.from_checkpoint(ckpt_path, args.device, False if args.no_amp else None,
+                                              args.crowd_checkpoint)
         pairs = all_pairs(args, args.skip_bad)
         if not pairs:
             raise DatasetError("no pairs to evaluate (check --data and --val-list)")
@@ -52,8 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     print(f"evaluate.py: model {ckpt_path} (image size {segmenter.image_size}), {len(pairs)} pairs, "
-          f"refine={args.refine}, tta={args.tta}", file=sys.stderr)
-    rows = evaluate_samples(segmenter, iter_samples(pairs), args.refine, total=len(pairs), tta=args.tta)
+          f"refine={args.refine}, tta={args.tta}, crowd={args.crowd} "
+          f"({'a crowd network' if segmenter.crowd_model is not None else 'no crowd network'})", file=sys.stderr)
+    rows = evaluate_samples(segmenter, iter_samples(pairs), args.refine, total=len(pairs), tta=args.tta,
+                            crowd=args.crowd)
     summary = summarize(rows)
     summary["checkpoint"] = str(ckpt_path)
     if args.per_image:

@@ -5,7 +5,9 @@ decoding, pre/post-processing), the ``handler`` package and a ``model-config.yam
 checkpoint is reduced to the model's weights and config (no optimizer state). The click network
 that ``keep`` uses to tell people apart (``segmenter.chooser``) travels as ``chooser.pt``: the
 shipped one by default, another with ``--chooser``, none with ``--no-chooser`` (``keep`` then tells
-people apart by the mask's regions alone).
+people apart by the mask's regions alone). The network for photos of groups (``segmenter.crowd``) travels
+as ``crowd.pt``: the shipped one with the shipped weights, another with ``--crowd``, none with
+``--no-crowd`` or with weights of one's own (every photo then gets the main network's look).
 
     python training/export.py                       # the shipped weights
     python training/export.py --checkpoint runs/X/best.pt --name my_model
@@ -27,7 +29,7 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
     sys.exit(f"{Path(__file__).name}: the project is not installed here; run `make setup` and use .venv/bin/python")
 
 from handler.contract import MODEL_NAME
-from segmenter import checkpoint, chooser
+from segmenter import checkpoint, chooser, crowd
 from training.ship import check_version, version_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ HANDLER_ENTRY = REPO / "handler" / "person_handler.py"
 PACKAGES = ("segmenter", "handler")
 WEIGHTS_NAME = "weights.pt"
 CHOOSER_NAME = "chooser.pt"
+CROWD_NAME = "crowd.pt"
 # The archive's version when neither --version nor the checkpoint's provenance names one (a training run).
 FALLBACK_VERSION = "1.0"
 # Not needed inside a worker: weights travel as weights.pt; the client and the server control run outside.
@@ -62,11 +65,14 @@ def _copy_package(name: str, dst: Path) -> None:
 
 def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO / "model_store",
                    name: str = MODEL_NAME, version: str | None = None,
-                   settings: dict | None = None, click_net: str | Path | None = chooser.SHIPPED_CHOOSER) -> Path:
+                   settings: dict | None = None, click_net: str | Path | None = chooser.SHIPPED_CHOOSER,
+                   crowd_net: str | Path | None | bool = True) -> Path:
     """Build ``<model_store>/<name>.mar``; returns its path. Raises with a clear message on failure.
 
     ``click_net``: the click network's weights to ship for ``keep``, checked to load first; None, or the
-    shipped one's path in a checkout without it, ships none.
+    shipped one's path in a checkout without it, ships none. ``crowd_net``: the crowd network's weights,
+    checked to fit the main network; True ships the shipped one with the shipped weights (none with others),
+    None or False none.
 
     Without ``version`` the archive takes the version ``ship.py --version`` recorded in the checkpoint,
     so TorchServe's model list names the model the weights are (docs/MODEL_CARD.md).
@@ -86,6 +92,12 @@ def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO /
             _copy_package(pkg, extra)
         weights = stage / WEIGHTS_NAME
         checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"]}, weights)
+        crowd_file = crowd.default_for(checkpoint_path) if crowd_net is True else crowd.present(crowd_net or None)
+        if crowd_file is not None:
+            crowd_ckpt = checkpoint.load(crowd_file)
+            crowd.check_fits(crowd_ckpt["config"], ckpt["config"], crowd_file)
+            checkpoint.load_model(crowd_file)  # the weights fit their architecture
+            checkpoint.save_atomic({"model": crowd_ckpt["model"], "config": crowd_ckpt["config"]}, extra / CROWD_NAME)
         if (click_file := chooser.present(click_net)) is not None:
             net, config = chooser.load(click_file)
             checkpoint.save_atomic({"model": net.state_dict(), "config": config}, extra / CHOOSER_NAME)
@@ -129,13 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the click network keep uses (default: the shipped one)")
     clicks.add_argument("--no-chooser", action="store_true",
                         help="ship no click network: keep tells people apart by the mask's regions alone")
+    crowds = p.add_mutually_exclusive_group()
+    crowds.add_argument("--crowd", type=Path,
+                        help="the network for photos of groups (default: the shipped one with the shipped weights, "
+                             "none with other weights)")
+    crowds.add_argument("--no-crowd", action="store_true",
+                        help="ship no crowd network: every photo gets the main network's look")
     args = p.parse_args(argv)
     settings = {"batchSize": args.batch_size, "maxBatchDelay": args.max_batch_delay, "minWorkers": args.workers,
                 "maxWorkers": args.workers, "responseTimeout": args.response_timeout}
     try:
         path = args.checkpoint or checkpoint.default_weights()
         mar = export_archive(path, args.model_store, args.name, args.version, settings,
-                             None if args.no_chooser else args.chooser)
+                             None if args.no_chooser else args.chooser,
+                             False if args.no_crowd else (args.crowd or True))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"export.py: error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from handler import client, contract, person_handler, request, serve
-from segmenter import imaging, inference, refine, zoom
+from segmenter import crowd, imaging, inference, refine, zoom
 from tests.ports import free_port
 
 
@@ -51,6 +51,7 @@ def test_segmenter_values_are_the_contracts() -> None:
     assert contract.REFINE_METHODS == refine.METHODS
     assert contract.TTA_MODES == inference.TTA_MODES
     assert (contract.ZOOM_MODES, contract.DEFAULT_ZOOM) == (zoom.ZOOM_MODES, zoom.DEFAULT_ZOOM)
+    assert (contract.CROWD_MODES, contract.DEFAULT_CROWD) == (crowd.CROWD_MODES, crowd.DEFAULT_CROWD)
     assert (contract.MAX_PIXELS, contract.MIN_SIDE) == (imaging.MAX_PIXELS, imaging.MIN_SIDE)
     assert request.DEFAULT_COLOR == imaging.parse_color(contract.DEFAULT_BACKGROUND) == (255, 255, 255)
 

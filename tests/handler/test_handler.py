@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
-from handler.person_handler import PersonSegmenterHandler, torch_threads
+from handler.person_handler import CROWD_NAME, PersonSegmenterHandler, torch_threads
 from segmenter import imaging
+from segmenter.inference import Segmenter
+from tests.conftest import build_tiny_checkpoint
 from tests.handler import images
-from tests.handler.fakes import form, raw, run
+from tests.handler.conftest import BrightnessModel
+from tests.handler.fakes import form, raw, run, worker_context
 
 # Fixtures ``handler`` and ``stub_handler``: tests/handler/conftest.py. Bad and odd input files
 # (empty, truncated, bombs, CMYK, 16-bit, EXIF-rotated, ...): tests/corpus via test_corpus.py.
@@ -173,6 +178,35 @@ def test_zoom_equals_segmenter_predict_in_a_mixed_batch(handler: PersonSegmenter
     assert not np.array_equal(np.asarray(answers[0].image()), np.asarray(answers[1].image()))
 
 
+class Everyone(torch.nn.Module):
+    """A stand-in crowd network that calls every pixel person: its look is easy to tell from the first."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x[:, :1], 10.0)
+
+
+def test_crowd_network_looks_at_groups_only_and_the_answer_says_which(model_dir: Path) -> None:
+    """In one batch: a portrait (one tall person) keeps the first look, three small people get the crowd
+    network's, and ``X-Crowd`` overrides the choice both ways; ``X-Network`` names the network each time."""
+    h = PersonSegmenterHandler()
+    h.initialize(worker_context(model_dir))
+    h.segmenter = Segmenter(BrightnessModel(), 96, "cpu", amp=False, crowd_model=Everyone())
+    group = images.encode(images.subject_photo(box=(40, 150, 70, 200)))  # one person a fifth of the height
+    answers = run(h, [raw(PNG), raw(group), raw(PNG), raw(group)], [{}, {}, {"X-Crowd": "on"}, {"X-Crowd": "OFF"}])
+    assert [a.headers["X-Network"] for a in answers] == ["main", "crowd", "crowd", "main"]
+    masks = [np.asarray(a.image()) for a in answers]
+    assert masks[0].min() < 10 and masks[1].min() > 245 and masks[2].min() > 245 and masks[3].min() < 10
+
+
+def test_an_archive_with_a_crowd_network_loads_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    build_tiny_checkpoint(tmp_path / "weights.pt")
+    build_tiny_checkpoint(tmp_path / CROWD_NAME, seed=1)
+    h = PersonSegmenterHandler()
+    with caplog.at_level(logging.INFO):
+        h.initialize(worker_context(tmp_path))
+    assert h.segmenter.crowd_model is not None and "crowd network" in caplog.text
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 BAD_REQUESTS = {
@@ -181,6 +215,7 @@ BAD_REQUESTS = {
     "unknown refine": (form(PNG, refine="magic"), {}, 400, "unknown refine"),
     "unknown tta": (raw(PNG), {"X-TTA": "rotate"}, 400, "unknown tta 'rotate'; expected one of: none, flip"),
     "unknown zoom": (raw(PNG), {"X-Zoom": "4x"}, 400, "unknown zoom '4x'; expected one of: off, auto, on"),
+    "unknown crowd": (form(PNG, crowd="everyone"), {}, 400, "unknown crowd 'everyone'; expected one of: off, auto, on"),
     "unknown matting": (form(PNG, mode="cutout", matting="maybe"), {}, 400,
                         "unknown matting 'maybe'; expected one of: on, off"),
     "bad colour": (form(PNG, mode="composite", background="#12345"), {}, 400, "unknown background"),

@@ -11,10 +11,11 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.photos import ASTRONAUT, group_photo
 from handler import client as client_mod
 from handler import serve
 from handler.serve import group
-from segmenter import imaging
+from segmenter import crowd, imaging
 from segmenter.inference import Segmenter
 from tests.conftest import BATCH_MODEL_NAME, BATCH_SETTINGS, skip_without_torchserve
 from tests.handler import images
@@ -241,8 +242,7 @@ def test_zoom_over_http_and_from_the_client(torchserve_server, serving_checkpoin
     "on" differs from "off", and an unknown value is a 400 naming the choices."""
     local = Segmenter.from_checkpoint(serving_checkpoint, device="cpu")
     # a real photo: the shipped model finds no person in the synthetic one, and then there is nothing to zoom into
-    astronaut = Path(__file__).resolve().parents[1] / "gimp" / "data" / "astronaut.jpg"
-    data = images.encode(Image.open(astronaut).convert("RGB"))
+    data = images.encode(Image.open(ASTRONAUT).convert("RGB"))
     photo = imaging.decode_image(data)
     masks = {}
     for zoom in ("off", "on"):
@@ -258,6 +258,35 @@ def test_zoom_over_http_and_from_the_client(torchserve_server, serving_checkpoin
               "--mode", "mask", "--zoom", "on"]
     assert client_mod.main([*common, "--out", str(tmp_path / "on")]) == 0
     assert np.abs(np.asarray(Image.open(tmp_path / "on" / "photo.png")).astype(int) - masks["on"]).max() <= 1
+
+
+@pytest.mark.skipif(not crowd.SHIPPED_CROWD.is_file(), reason="no shipped crowd network in this checkout")
+def test_crowd_over_http_and_from_the_client(torchserve_server, serving_checkpoint: Path, tmp_path: Path) -> None:
+    """The archive carries the crowd network: a group photo gets its look by default, a portrait the main
+    network's, ``X-Crowd``/``--crowd`` choose, ``X-Network`` says which, and every served mask equals
+    ``Segmenter.predict`` with the same setting."""
+    local = Segmenter.from_checkpoint(serving_checkpoint, device="cpu")
+    assert local.crowd_model is not None
+    several = images.encode(group_photo(Image.open(ASTRONAUT), 0.54))  # four people a quarter of its height
+    portrait = images.encode(Image.open(ASTRONAUT).convert("RGB"))
+    masks = {}
+    cases = (("group", several, {}, "crowd"), ("group off", several, {"X-Crowd": "off"}, "main"),
+             ("portrait", portrait, {}, "main"))
+    for name, data, headers, network in cases:
+        r = post(torchserve_server, data, headers=headers)
+        assert r.status_code == 200 and r.headers["X-Network"] == network, (name, r.headers.get("X-Network"))
+        masks[name] = np.asarray(as_image(r))
+        expected = local.predict([imaging.decode_image(data)], crowd=headers.get("X-Crowd", "auto"))[0]
+        assert np.abs(masks[name].astype(int) - expected.astype(int)).max() <= 1, name
+    assert not np.array_equal(masks["group"], masks["group off"])
+    src = tmp_path / "group.png"
+    src.write_bytes(several)
+    common = [str(src), "--url", torchserve_server.inference_url, "--key-file", str(torchserve_server.key_file),
+              "--mode", "mask"]
+    assert client_mod.main([*common, "--crowd", "off", "--out", str(tmp_path / "off")]) == 0
+    assert np.abs(np.asarray(Image.open(tmp_path / "off" / "group.png")).astype(int) - masks["group off"]).max() <= 1
+    r = post(torchserve_server, PNG, headers={"X-Crowd": "all"})
+    assert r.status_code == 400 and "unknown crowd 'all'; expected one of: off, auto, on" in r.json()["error"]
 
 
 def test_client_library_errors_are_readable(torchserve_server) -> None:
