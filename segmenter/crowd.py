@@ -7,11 +7,12 @@ networks: the main one looks first, and only where its map shows a group, the *c
 most of its samples turned into scenes, replaces that look. A portrait costs what it did; a group photo costs
 one more pass.
 
-What counts as a group is read from the first look's confident regions: the largest person spans under
-``LARGEST_HEIGHT`` of the photo's height, or there are ``MIN_REGIONS`` people or more. Both constants are
-measured by ``benchmarks/studies/group_expert.py`` (docs/research/crowd-network.md): the rule sends almost
-no single-person photo (as is, cut by the frame, side by side, small and far) and most scenes of small
-people.
+What counts as a group is read from the first look's confident regions: the tallest spans under
+``LARGEST_HEIGHT`` of the photo's height, or there are ``MIN_REGIONS`` regions or more and none spans
+``GROUP_MAX_HEIGHT``. The constants are measured by ``benchmarks/studies/group_expert.py``
+(docs/research/crowd-network.md): the rule sends no single-person photo of the hard cases (as is, cut by the
+frame, side by side, small and far) and most scenes of small people. The height bound on the second clause
+keeps a full-length person whose map falls into pieces (legs apart, a stray blob) with the main network.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ CROWD_MODES = ("off", "auto", "on")
 DEFAULT_CROWD = "auto"
 CONFIDENT = 0.5
 LARGEST_HEIGHT = 0.5  # the tallest region spans under this share of the map's rows ...
-MIN_REGIONS = 3  # ... or the map holds at least this many regions
+MIN_REGIONS = 3  # ... or the map holds at least this many regions ...
+GROUP_MAX_HEIGHT = 0.9  # ... and the tallest spans under this share
 SPECK = 0.001  # regions under this share of the map are specks, not people
-SHIPPED_CROWD = Path(__file__).resolve().parent / "weights" / "person_group.pt"
+SHIPPED_CROWD = Path(__file__).resolve().parent / "weights" / "person_crowd.pt"
 
 
 def regions(prob: torch.Tensor) -> tuple[int, float]:
@@ -47,10 +49,10 @@ def regions(prob: torch.Tensor) -> tuple[int, float]:
 
 
 def is_group(prob: torch.Tensor) -> bool:
-    """Whether the first look shows a group: several people, or no person tall in the photo (none at all
-    included: the crowd network may find people too small for the first look)."""
+    """Whether the first look shows a group: no person tall in the photo (none at all included: the crowd
+    network may find people too small for the first look), or several people, none of full height."""
     count, height = regions(prob)
-    return height < LARGEST_HEIGHT or count >= MIN_REGIONS
+    return height < LARGEST_HEIGHT or (count >= MIN_REGIONS and height < GROUP_MAX_HEIGHT)
 
 
 def check_mode(mode: str) -> str:

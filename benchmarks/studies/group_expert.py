@@ -71,7 +71,8 @@ def routed(rows: list[dict], sends: Callable[[dict], bool], to: str) -> tuple[fl
 
 def served(row: dict) -> bool:
     """``segmenter.crowd.is_group`` on the row's features."""
-    return row["largest_height"] < crowd.LARGEST_HEIGHT or row["regions"] >= crowd.MIN_REGIONS
+    height = row["largest_height"]
+    return height < crowd.LARGEST_HEIGHT or (row["regions"] >= crowd.MIN_REGIONS and height < crowd.GROUP_MAX_HEIGHT)
 
 
 def report(rows: list[dict], to: str) -> None:
@@ -91,7 +92,10 @@ def report(rows: list[dict], to: str) -> None:
     line(to, lambda rs: (float(np.mean([r[to] for r in rs])), 1.0))
     line("better of the two (oracle)", lambda rs: (float(np.mean([max(r["base"], r[to]) for r in rs])),
                                                     float(np.mean([r[to] > r["base"] for r in rs]))))
-    line("served: the tallest under 0.5 or 3 people or more", lambda rs: routed(rs, served, to))
+    line("served: the tallest under 0.5, or 3 regions or more and the tallest under 0.9",
+         lambda rs: routed(rs, served, to))
+    line("3 regions or more whatever their height, or the tallest under 0.5",
+         lambda rs: routed(rs, lambda r: r["largest_height"] < crowd.LARGEST_HEIGHT or r["regions"] >= 3, to))
     for name, (feature, side, thresholds) in RULES.items():
         for th in thresholds:
             def sends(r: dict, f: Callable[[dict], float] = feature, s: str = side, t: float = th) -> bool:

@@ -33,6 +33,9 @@ def test_a_tall_person_is_not_a_group_and_three_people_are() -> None:
     assert crowd.is_group(three)
     two = blobs([(5, 20, 30, 90), (45, 20, 70, 90)])  # two tall people: the main network's photo
     assert not crowd.is_group(two)
+    # a full-length person whose map fell into three pieces (legs apart, a stray blob by the feet)
+    pieces = blobs([(20, 2, 60, 60), (22, 60, 30, 98), (50, 62, 58, 98), (70, 90, 75, 95)])
+    assert crowd.regions(pieces) == (3, pytest.approx(0.96)) and not crowd.is_group(pieces)
 
 
 def test_small_people_and_an_empty_look_go_to_the_crowd_network() -> None:
