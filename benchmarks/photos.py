@@ -65,19 +65,25 @@ def figure_mask(size: tuple[int, int]) -> Image.Image:
     return mask
 
 
-def group_photo(person: Image.Image, megapixels: float, aspect: float = 1.5, people: int = 4) -> Image.Image:
-    """``people`` copies of the photo ``person``, each a quarter of the height, in a row on a textured ground.
+def ground(width: int, height: int) -> Image.Image:
+    """A green-grey textured ground with no figure on it: where the group photos put their people."""
+    rng = np.random.default_rng(0)
+    small = (rng.normal(0, 12, (max(16, height // 8), max(16, width // 8), 3)) + [96, 128, 96]).clip(0, 255)
+    return Image.fromarray(small.astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def group_photo(person: Image.Image, megapixels: float, aspect: float = 1.5, people: int = 4,
+                share: float = 0.25) -> Image.Image:
+    """``people`` copies of the photo ``person``, each ``share`` of the height, in a row on a textured ground.
 
     A photo the first look calls a group (several people, none tall), so the crowd network looks at it too
     (segmenter/crowd.py): what a group photo costs. ``person`` should be a real photo of someone (the
     synthetic figure above is not taken for a person).
     """
     width, height = size_for(megapixels, aspect)
-    side = height // 4
+    side = round(height * share)
     copy = person.convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
-    rng = np.random.default_rng(0)
-    small = (rng.normal(0, 12, (max(16, height // 8), max(16, width // 8), 3)) + [96, 128, 96]).clip(0, 255)
-    out = Image.fromarray(small.astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
+    out = ground(width, height)
     step = width // people
     for i in range(people):
         out.paste(copy, (i * step + (step - side) // 2, height // 2 + (i % 2) * height // 30))
