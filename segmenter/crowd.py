@@ -51,8 +51,12 @@ def regions(prob: torch.Tensor) -> tuple[int, float]:
 def is_group(prob: torch.Tensor) -> bool:
     """Whether the first look shows a group: no person tall in the photo (none at all included: the crowd
     network may find people too small for the first look), or several people, none of full height."""
-    count, height = regions(prob)
-    return height < LARGEST_HEIGHT or (count >= MIN_REGIONS and height < GROUP_MAX_HEIGHT)
+    return looks_like_group(*regions(prob))
+
+
+def looks_like_group(count: int, tallest: float) -> bool:
+    """``is_group`` from ``regions``' two numbers (the study that set the constants scores it on stored ones)."""
+    return tallest < LARGEST_HEIGHT or (count >= MIN_REGIONS and tallest < GROUP_MAX_HEIGHT)
 
 
 def check_mode(mode: str) -> str:

@@ -71,8 +71,7 @@ def routed(rows: list[dict], sends: Callable[[dict], bool], to: str) -> tuple[fl
 
 def served(row: dict) -> bool:
     """``segmenter.crowd.is_group`` on the row's features."""
-    height = row["largest_height"]
-    return height < crowd.LARGEST_HEIGHT or (row["regions"] >= crowd.MIN_REGIONS and height < crowd.GROUP_MAX_HEIGHT)
+    return crowd.looks_like_group(int(row["regions"]), row["largest_height"])
 
 
 def report(rows: list[dict], to: str) -> None:
