@@ -113,10 +113,8 @@ class PersonSegmenterHandler(BaseHandler):
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
         model, config = checkpoint.load_model(os.path.join(context.system_properties["model_dir"], WEIGHTS_NAME))
         crowd_file = os.path.join(context.system_properties["model_dir"], CROWD_NAME)
-        crowd_model = None
-        if os.path.isfile(crowd_file):  # without it, every photo keeps the main network's look
-            crowd_model, crowd_config = checkpoint.load_model(crowd_file)
-            crowd.check_fits(crowd_config, config, crowd_file)
+        # without it, every photo keeps the main network's look
+        crowd_model = crowd.load(crowd_file, config) if os.path.isfile(crowd_file) else None
         self.segmenter = Segmenter(model, config.get("image_size", DEFAULT_IMAGE_SIZE), device,
                                    crowd_model=crowd_model)
         click_file = os.path.join(context.system_properties["model_dir"], CHOOSER_NAME)

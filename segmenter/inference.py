@@ -94,10 +94,8 @@ class Segmenter:
         ``crowd_path``, else the shipped crowd network when ``path`` is the shipped model (``crowd.default_for``)."""
         path = Path(path or checkpoint.default_weights())
         model, config = checkpoint.load_model(path)
-        crowd_model = None
-        if (crowd_file := crowd.present(crowd_path) or crowd.default_for(path)) is not None:
-            crowd_model, crowd_config = checkpoint.load_model(crowd_file)
-            crowd.check_fits(crowd_config, config, crowd_file)
+        crowd_file = crowd.present(crowd_path) or crowd.default_for(path)
+        crowd_model = None if crowd_file is None else crowd.load(crowd_file, config)
         return cls(model, config.get("image_size", DEFAULT_IMAGE_SIZE), resolve_device(device), amp, crowd_model)
 
     def model_input(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, list[tuple[int, int]]]:

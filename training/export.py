@@ -94,9 +94,8 @@ def export_archive(checkpoint_path: str | Path, model_store: str | Path = REPO /
         checkpoint.save_atomic({"model": ckpt["model"], "config": ckpt["config"]}, weights)
         crowd_file = crowd.default_for(checkpoint_path) if crowd_net is True else crowd.present(crowd_net or None)
         if crowd_file is not None:
+            crowd.load(crowd_file, ckpt["config"])  # it fits the main network, and its weights their architecture
             crowd_ckpt = checkpoint.load(crowd_file)
-            crowd.check_fits(crowd_ckpt["config"], ckpt["config"], crowd_file)
-            checkpoint.load_model(crowd_file)  # the weights fit their architecture
             checkpoint.save_atomic({"model": crowd_ckpt["model"], "config": crowd_ckpt["config"]}, extra / CROWD_NAME)
         if (click_file := chooser.present(click_net)) is not None:
             net, config = chooser.load(click_file)

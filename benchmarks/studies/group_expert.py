@@ -58,13 +58,11 @@ def features(prob: torch.Tensor) -> dict[str, float]:
 def merge(first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """The first look on and around its tallest person, the more confident of the two looks elsewhere: the
     main person keeps the main network's edges, the people behind get the crowd network's."""
-    labels, n = people.label((first >= crowd.CONFIDENT).numpy())
-    if n == 0:
+    largest = crowd.largest_region(first)
+    if not largest.any():
         return other
-    area = np.bincount(labels.ravel(), minlength=n + 1)
-    area[0] = 0
-    main = torch.from_numpy(labels == int(np.argmax(area))).float()[None, None]
-    reach = max(1, round(REACH * float(np.hypot(*labels.shape))))
+    main = torch.from_numpy(largest).float()[None, None]
+    reach = max(1, round(REACH * float(np.hypot(*largest.shape))))
     near = F.max_pool2d(main, 2 * reach + 1, 1, reach)[0, 0] > 0
     return torch.where(near, first, torch.maximum(first, other))
 
@@ -108,9 +106,9 @@ def report(rows: list[dict], to: str) -> None:
     line(to, lambda rs: (float(np.mean([r[to] for r in rs])), 1.0))
     line("better of the two (oracle)", lambda rs: (float(np.mean([max(r["base"], r[to]) for r in rs])),
                                                     float(np.mean([r[to] > r["base"] for r in rs]))))
-    line("served: the tallest under 0.5, or 3 regions or more and the tallest under 0.9",
+    line("served: the largest under 0.5 high, or 3 regions or more and the largest under 0.9",
          lambda rs: routed(rs, served, to))
-    line("3 regions or more whatever their height, or the tallest under 0.5",
+    line("3 regions or more whatever their height, or the largest under 0.5",
          lambda rs: routed(rs, lambda r: r["largest_height"] < crowd.LARGEST_HEIGHT or r["regions"] >= 3, to))
     for name, (feature, side, thresholds) in RULES.items():
         for th in thresholds:

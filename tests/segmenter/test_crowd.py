@@ -124,3 +124,10 @@ def test_a_crowd_network_of_another_input_size_is_refused(tmp_path: Path) -> Non
 @pytest.mark.skipif(not crowd.SHIPPED_CROWD.is_file(), reason="no shipped crowd network in this checkout")
 def test_the_shipped_model_comes_with_its_crowd_network() -> None:
     assert Segmenter.from_checkpoint(device="cpu").crowd_model is not None
+
+
+def test_the_largest_region_is_the_main_person() -> None:
+    prob = blobs([(20, 10, 60, 100), (70, 5, 78, 15)])
+    main = crowd.largest_region(prob)
+    assert main.sum() == 40 * 90 and main[50, 40] and not main[10, 74]
+    assert not crowd.largest_region(torch.zeros(100, 80)).any()
