@@ -96,6 +96,14 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, dict(ckpt["config"])
 
 
+def optional_file(path: str | Path | None, shipped: Path) -> Path | None:
+    """``path``, or None where it is None or the ``shipped`` file in a checkout without it: a shipped extra
+    network is optional, a path a caller names is not (loading it then says what is wrong)."""
+    if path is None or (Path(path) == shipped and not shipped.is_file()):
+        return None
+    return Path(path)
+
+
 def default_weights() -> Path:
     """The shipped weights, or a clear error saying how to get a model."""
     if not SHIPPED_WEIGHTS.is_file():

@@ -81,11 +81,9 @@ class ClickNet(nn.Module):
 
 
 def present(path: str | Path | None) -> Path | None:
-    """``path``, or None where it is None or the shipped click network in a checkout without it: the
-    shipped one is optional, a path a caller names is not (loading it then says what is wrong)."""
-    if path is None or (Path(path) == SHIPPED_CHOOSER and not SHIPPED_CHOOSER.is_file()):
-        return None
-    return Path(path)
+    """``path``, or None where it is None or the shipped click network in a checkout without it
+    (``checkpoint.optional_file``)."""
+    return checkpoint.optional_file(path, SHIPPED_CHOOSER)
 
 
 def load(path: str | Path = SHIPPED_CHOOSER) -> tuple[ClickNet, dict[str, Any]]:

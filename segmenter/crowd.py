@@ -85,11 +85,9 @@ def wants_crowd(prob: torch.Tensor, mode: str) -> bool:
 
 
 def present(path: str | Path | None) -> Path | None:
-    """``path``, or None where it is None or the shipped crowd network in a checkout without it: the shipped
-    one is optional (without it every photo keeps the main network's look), a path a caller names is not."""
-    if path is None or (Path(path) == SHIPPED_CROWD and not SHIPPED_CROWD.is_file()):
-        return None
-    return Path(path)
+    """``path``, or None where it is None or the shipped crowd network in a checkout without it
+    (``checkpoint.optional_file``): without it every photo keeps the main network's look."""
+    return checkpoint.optional_file(path, SHIPPED_CROWD)
 
 
 def default_for(main: str | Path) -> Path | None:

@@ -138,7 +138,8 @@ class Segmenter:
         if crowd_mode(crowd) == "on" and self.crowd_model is not None:
             return self._lowres(self.crowd_model, images, tta), [True] * len(images)
         probs = self._lowres(self.model, images, tta)
-        sent = [wants_crowd(prob, crowd) and self.crowd_model is not None for prob in probs]
+        # the rule labels each map: only where there is a crowd network to hand a photo to
+        sent = [self.crowd_model is not None and wants_crowd(prob, crowd) for prob in probs]
         if any(sent):
             picked = [i for i, s in enumerate(sent) if s]
             for i, prob in zip(picked, self._lowres(self.crowd_model, [images[i] for i in picked], tta), strict=True):

@@ -43,9 +43,10 @@ def main() -> None:
             photo, truth = CASES["small group"](samples, i)
             if truth.shape == samples[i][1].shape and (truth == samples[i][1]).all():
                 continue  # no person-free background in this photo: the case fell back to it as it is
-            masks = [seg.predict_one(photo, crowd=c) >= 128 for c in ("off", "auto")]
-            if not seg.looks([photo])[1][0]:
+            (prob,), (sent,) = seg.looks([photo])
+            if not sent:
                 continue
+            masks = [seg.predict_one(photo, crowd="off") >= 128, seg.full_mask(prob, photo) >= 128]
             rows.append([_error_tile(truth, truth, HEIGHT), *(_error_tile(m, truth, HEIGHT) for m in masks)])
             print(f"{root.name} scene {i}")
             found += 1
