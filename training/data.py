@@ -124,9 +124,10 @@ class SegmentationDataset(Dataset):
     onto it (see ``paste``). Before scaling, a photo is put side by side with another pair's with
     probability ``side_prob`` and then cut to a random rectangle with probability ``crop_prob``
     (see ``side_by_side`` and ``frame_crop``). With probability ``group_prob`` it becomes a scene of
-    several small people instead (``training/scenes.py``): on a person-free part of its own photo, or
-    behind its own person, half of the time each; with ``decoys`` > 0, each scene also gets 1 to ``decoys``
-    person-shaped pieces of background labelled background (``scenes.decoy``).
+    several small people instead (``training/scenes.py``): behind its own person with probability
+    ``behind_share``, else on a person-free part of its own photo (behind it too when the photo has none);
+    with ``decoys`` > 0, each scene also gets 1 to ``decoys`` person-shaped pieces of background labelled
+    background (``scenes.decoy``).
 
     ``ignore``, a folder of masks named as the pairs' (``training/bystanders.py`` writes them), marks
     pixels of a photo's background to leave out of the loss (``training.losses.IGNORE``): people its
@@ -135,8 +136,9 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, pairs: Sequence[Pair], image_size: int, paste_prob: float = 0.0,
                  crop_prob: float = 0.0, side_prob: float = 0.0, group_prob: float = 0.0,
-                 ignore: Path | None = None, decoys: int = 0) -> None:
+                 ignore: Path | None = None, decoys: int = 0, behind_share: float = 0.5) -> None:
         self.pairs = list(pairs)
+        self.behind_share = behind_share
         self.decoys = decoys
         self.ignore = ignore
         self.group_prob = group_prob
@@ -197,7 +199,8 @@ class SegmentationDataset(Dataset):
         decoys = self._decoys(index, rng)
         image, truth = sample[0].permute(1, 2, 0).numpy(), sample[1][0].numpy()
         # A background is cut where nobody stands, left-out people included.
-        background = scenes.background_crop(image, truth > 0, rng) if rng.random() < 0.5 else None
+        behind = rng.random() >= 1.0 - self.behind_share  # drawn as before the option, so old runs replay
+        background = None if behind else scenes.background_crop(image, truth > 0, rng)
         if background is not None:
             image, mask = scenes.group_scene(background, people, rng, decoys)
             out = mask.astype(np.uint8)

@@ -85,6 +85,9 @@ def _add_augmentation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-prob", type=float, default=0.0,
                    help="probability of turning a sample into a scene of several small people, on a person-free "
                         "background or behind its own person (training/scenes.py)")
+    p.add_argument("--behind-share", type=float, default=0.5, metavar="P",
+                   help="with --group-prob, the share of scenes that put the small people behind the sample's own "
+                        "person; the rest stand on a person-free part of its photo")
     p.add_argument("--decoys", type=int, default=0, metavar="N",
                    help="with --group-prob, put 1 to N decoys in each scene: people's outlines filled with "
                         "background and labelled background, so that a person-shaped thing is not by itself a person")

@@ -261,7 +261,8 @@ def make_sampler(args: argparse.Namespace, dataset: SegmentationDataset, rank: i
 def make_loader(args: argparse.Namespace, pairs: list[Pair], device: torch.device, rank: int, world: int,
                 log: Callable[..., None]) -> tuple[DataLoader, DistributedSampler | WeightedEpochSampler | None]:
     dataset = SegmentationDataset(pairs, args.image_size, args.paste_prob, args.crop_prob, args.side_prob,
-                                  args.group_prob, args.ignore_masks, args.decoys)
+                                  args.group_prob, args.ignore_masks, args.decoys,
+                                  args.behind_share)
     sampler = make_sampler(args, dataset, rank, world, log)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,

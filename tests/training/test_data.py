@@ -254,3 +254,19 @@ def test_group_scene_keeps_left_out_pixels_behind_its_person(tiny_dataset: Path,
         assert (mask[behind] == IGNORE).sum() > behind.sum() // 2
     else:
         assert not torch.any(mask == IGNORE)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_behind_share_chooses_where_the_small_people_stand(tiny_dataset: Path, seed: int) -> None:
+    """``behind_share=1``: every scene keeps the sample's own photo and person, people pasted behind it;
+    ``0``: scenes stand on a person-free crop, so the sample's person is not in them."""
+    pairs = find_pairs([tiny_dataset])
+    own = SegmentationDataset(pairs, 64).load(5)
+    torch.manual_seed(seed)
+    image, mask = SegmentationDataset(pairs, 64, group_prob=1.0, behind_share=1.0).group(own, 5)
+    assert image.shape == own[0].shape
+    assert bool((mask[0] > 0)[own[1][0] > 0].all()), "the sample's own person stays labelled in front"
+    torch.manual_seed(seed)
+    image, mask = SegmentationDataset(pairs, 64, group_prob=1.0, behind_share=0.0).group(own, 5)
+    own_photo_kept = image.shape == own[0].shape and torch.equal(image[:, own[1][0] > 0], own[0][:, own[1][0] > 0])
+    assert not own_photo_kept
