@@ -138,8 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for root, samples, i, case in case_runs(args, args.cases or CASES, "experts"):
         image, truth = CASES[case](samples, i)
         t = torch.from_numpy(truth)
-        first = base.predict_lowres([image])[0]
-        other = expert.predict_lowres([image])[0]
+        # the main network's own first look, and the specialist alone, whatever crowd network ships beside them
+        first = base.predict_lowres([image], crowd="off")[0]
+        other = expert.predict_lowres([image], crowd="off")[0]
         rows.append({"root": root, "case": f"{root}: {case}", "index": i, **features(first),
                      "base": image_metrics(torch.from_numpy(upsample(first, image) >= CUT), t)["iou"],
                      "expert": image_metrics(torch.from_numpy(upsample(other, image) >= CUT), t)["iou"],
