@@ -69,6 +69,11 @@ ZOOMS = (
     ("auto", "Automatic (a closer look when the people are small)"),
     ("on", "Always (slower)"),
 )
+CROWDS = (
+    ("auto", "Automatic (a second look when the photo looks like a group)"),
+    ("on", "Always (also finds people behind the main person; slower)"),
+    ("off", "Off (the main person's network only)"),
+)
 LIGHT_BACKGROUNDS = ("image", "blur")  # the backgrounds that have a light to match
 OUTPUTS = (
     ("mask", "Layer mask on the photo + background layer (non-destructive)"),
@@ -140,7 +145,7 @@ class Options:
         )
         plan = opts.plan  # what Edge and Match light ask of the server
         opts.server = dataclasses.replace(server, mode=plan.mode, matting=plan.matting,
-                                          zoom=config.get_property("zoom"),
+                                          zoom=config.get_property("zoom"), crowd=config.get_property("crowd"),
                                           harmonize=opts.match_light if opts.light else 0.0)
         if opts.background == "image" and opts.image_file is None:
             raise core.PluginError(
@@ -280,6 +285,13 @@ def add_people_arguments(procedure: Gimp.ImageProcedure) -> None:
         "A closer look for people who are small in the photo: off (fastest), automatic (only when the first "
         "look finds no tall person), or always",
         _choice(ZOOMS), core.contract.DEFAULT_ZOOM, RW,
+    )
+    procedure.add_choice_argument(
+        "crowd", "Find every_one",
+        "A second network, trained on groups, looks again: automatically when the first look shows a group, "
+        "always (it also finds the people behind the main person; a lone portrait's edge may be a little "
+        "rougher), or never",
+        _choice(CROWDS), core.contract.DEFAULT_CROWD, RW,
     )
     procedure.add_double_argument(
         "match-light", "Match li_ght",

@@ -189,7 +189,7 @@ def build_mask_request(settings: ServerSettings) -> tuple[str, dict[str, str]]:
     """
     option = contract.OPTION_HEADERS
     headers = {"Content-Type": "image/png", option["mode"]: settings.mode, option["zoom"]: settings.zoom,
-               "Accept": "image/png, application/json"}
+               option["crowd"]: settings.crowd, "Accept": "image/png, application/json"}
     if settings.mode == "cutout":
         headers[option["matting"]] = "on" if settings.matting else "off"
     if settings.tta != "none":

@@ -23,7 +23,7 @@ from replace_background_pixels import log  # noqa: E402
 # (id, title, arguments), top to bottom
 GROUPS = (
     ("background", "Background", ["background", "background-color", "background-image", "blur-radius"]),
-    ("people", "Who stays", ["keep-selected-people", "zoom"]),
+    ("people", "Who stays", ["keep-selected-people", "zoom", "crowd"]),
     ("light", "Light", ["match-light"]),
     ("edge", "Edge", ["edge", "grow", "feather", "mirror-pass"]),
     ("output", "Output", ["output"]),

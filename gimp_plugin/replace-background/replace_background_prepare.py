@@ -101,7 +101,7 @@ def fetch_mask(layer: Gimp.Layer, server: core.ServerSettings, colours: str, gro
     progress.stage("encoding the layer as PNG", 0.0, 0.35)
     png = export_png(layer)
     log(f"layer {layer.get_name()!r} {w}x{h}, {len(png)} bytes PNG -> {server.url} (mode={server.mode}, "
-        f"zoom={server.zoom}, keep={server.keep or 'everyone'}, harmonize={server.harmonize:g})")
+        f"zoom={server.zoom}, crowd={server.crowd}, keep={server.keep or 'everyone'}, harmonize={server.harmonize:g})")
 
     progress.stage(f"waiting for the server at {server.url}", 0.35, 0.6)
     t0 = time.monotonic()

@@ -58,6 +58,8 @@ PROJECT_RECORD = "replace_background_project.txt"
 EDGE_MODES = {"off": "mask", "matte": "cutout", "colours": "cutout"}
 # Find small people (the server's zoom option): the dialog's choices, in the API's own words
 ZOOM_MODES = contract.ZOOM_MODES
+# Find everyone (the server's crowd option): the dialog's choices, in the API's own words
+CROWD_MODES = contract.CROWD_MODES
 
 
 class PluginError(Exception):
@@ -87,6 +89,9 @@ class ServerSettings:
     matting: bool = True
     # the closer look for small people: "auto" (when the first look finds no tall person), "on", "off"
     zoom: str = contract.DEFAULT_ZOOM
+    # the crowd network, trained on groups: "auto" (when the first look shows a group), "on" (every layer:
+    # it also finds people behind the main one), "off" (the main network only)
+    crowd: str = contract.DEFAULT_CROWD
     # who stays: "x,y;x,y" in the layer's pixels (replace_background_keep); empty: everyone
     keep: str = ""
     # Match light: how far the person's colours move toward the background sent with the request, 0 to 1

@@ -63,6 +63,8 @@ KEEP_CASES = {
     "keep_off": ({"select": [0, 0, 512, 512]}, {"keep-selected-people": False}),
     "keep_off_the_layer": ({"crop_layer": [0, 0, 400, 512], "select": [600, 0, 200, 200]}, {}),
     "zoom_on": ({}, {"zoom": "on"}),
+    "crowd_on": ({}, {"crowd": "on"}),
+    "crowd_off": ({}, {"crowd": "off"}),
 }
 
 
@@ -126,6 +128,12 @@ def test_find_small_people_is_the_zoom_option(choices_batch: tuple[GimpRun, dict
     _, sent = choices_batch
     assert sent["zoom_on"]["headers"]["X-Zoom"] == "on"
     assert sent["keep_left"]["headers"]["X-Zoom"] == core.contract.DEFAULT_ZOOM  # the server's own default
+
+
+def test_find_everyone_is_the_crowd_option(choices_batch: tuple[GimpRun, dict[str, dict]]) -> None:
+    _, sent = choices_batch
+    assert sent["crowd_on"]["headers"]["X-Crowd"] == "on" and sent["crowd_off"]["headers"]["X-Crowd"] == "off"
+    assert sent["keep_left"]["headers"]["X-Crowd"] == core.contract.DEFAULT_CROWD  # the server's own default
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

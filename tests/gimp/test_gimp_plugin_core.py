@@ -166,16 +166,17 @@ def test_mask_request_headers() -> None:
     _, cut = core.build_mask_request(core.ServerSettings(url="http://h:1", mode="cutout"))
     assert cut["X-Mode"] == "cutout" and cut["X-Matting"] == "on"
     assert plain["X-Zoom"] == core.contract.DEFAULT_ZOOM and "X-Keep" not in plain and "X-Harmonize" not in plain
+    assert plain["X-Crowd"] == core.contract.DEFAULT_CROWD == "auto"
 
 
-def test_mask_request_sends_who_stays_the_zoom_and_the_light() -> None:
-    """Keep, zoom and Match light go out as the API's headers (docs/API.md), in its own words."""
+def test_mask_request_sends_who_stays_the_zoom_the_crowd_and_the_light() -> None:
+    """Keep, zoom, crowd and Match light go out as the API's headers (docs/API.md), in its own words."""
     settings = core.ServerSettings(url="http://h:1", mode="cutout", matting=False, zoom="on", keep="10,20;30,4",
-                                   harmonize=0.4999)
+                                   harmonize=0.4999, crowd="on")
     _, headers = core.build_mask_request(settings)
     assert headers["X-Zoom"] == "on" and headers["X-Keep"] == "10,20;30,4" and headers["X-Harmonize"] == "0.5"
-    assert headers["X-Matting"] == "off"
-    assert core.contract.ZOOM_MODES == ("off", "auto", "on")
+    assert headers["X-Matting"] == "off" and headers["X-Crowd"] == "on"
+    assert core.contract.ZOOM_MODES == core.contract.CROWD_MODES == ("off", "auto", "on")
 
 
 @pytest.mark.parametrize("edge,light,plan", [

@@ -121,7 +121,7 @@ def test_procedure_is_registered(fake_batch: GimpRun) -> None:
     assert res["image_types"] == "RGB*, GRAY*"
     for arg in ("server-url", "model-name", "inference-key", "key-file", "timeout", "background",
                 "background-color", "background-image", "blur-radius", "mirror-pass", "edge", "output", "grow",
-                "feather", "keep-selected-people", "zoom", "match-light"):
+                "feather", "keep-selected-people", "zoom", "crowd", "match-light"):
         assert arg in res["arguments"]
     assert "Traceback" not in fake_batch.log, fake_batch.log[-4000:]
 
