@@ -39,7 +39,8 @@ from segmenter.refine import upsample
 
 CUT = 128
 ROUTES = ("expert", "mean", "merge")
-REACH = 0.02  # "merge": the first look is kept within this share of the map's diagonal of its tallest person
+REACH = 0.02  # "merge": the first look is kept within this share of the map's diagonal of its largest person
+FAINT = 0.2  # "outside": faint evidence of a person, farther than REACH from the largest one
 
 
 def features(prob: torch.Tensor) -> dict[str, float]:
@@ -52,18 +53,25 @@ def features(prob: torch.Tensor) -> dict[str, float]:
     unsure = ((prob >= 0.15) & (prob < crowd.CONFIDENT)).numpy()
     return {"regions": float(count), "largest_height": tallest, "height": zoom.person_height(prob),
             "largest": float(area[0]) if len(area) else 0.0, "others": float(area[1:].sum()),
-            "unsure": float(unsure.mean())}
+            "unsure": float(unsure.mean()),
+            "outside": float(((prob >= FAINT) & ~_near_largest(prob)).float().mean())}
+
+
+def _near_largest(prob: torch.Tensor) -> torch.Tensor:
+    """The map's largest person and what lies within ``REACH`` of the diagonal of it (all False without one)."""
+    largest = crowd.largest_region(prob)
+    if not largest.any():
+        return torch.zeros(prob.shape, dtype=torch.bool)
+    reach = max(1, round(REACH * float(np.hypot(*largest.shape))))
+    return F.max_pool2d(torch.from_numpy(largest).float()[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
 
 
 def merge(first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """The first look on and around its tallest person, the more confident of the two looks elsewhere: the
+    """The first look on and around its largest person, the more confident of the two looks elsewhere: the
     main person keeps the main network's edges, the people behind get the crowd network's."""
-    largest = crowd.largest_region(first)
-    if not largest.any():
+    near = _near_largest(first)
+    if not near.any():
         return other
-    main = torch.from_numpy(largest).float()[None, None]
-    reach = max(1, round(REACH * float(np.hypot(*largest.shape))))
-    near = F.max_pool2d(main, 2 * reach + 1, 1, reach)[0, 0] > 0
     return torch.where(near, first, torch.maximum(first, other))
 
 
@@ -74,6 +82,9 @@ RULES: dict[str, tuple[Callable[[dict], float], str, tuple[float, ...]]] = {
     "regions at least": (lambda r: r["regions"], "above", (2, 3, 4)),
     "other regions' area over": (lambda r: r["others"], "above", (0.002, 0.005, 0.01, 0.02)),
     "unsure area over": (lambda r: r["unsure"], "above", (0.01, 0.02, 0.04)),
+    # rows written before the feature existed lack it: they never pass
+    "evidence away from the largest person over": (lambda r: r.get("outside", -1.0), "above",
+                                                   (0.0005, 0.001, 0.002, 0.005)),
 }
 
 

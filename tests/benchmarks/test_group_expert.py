@@ -18,6 +18,11 @@ def test_features_read_the_regions_as_the_server_does() -> None:
     f = group_expert.features(prob)
     assert f["regions"] == 2 and f["largest_height"] == pytest.approx(0.9)
     assert f["others"] == pytest.approx(80 / 8000) and f["largest"] == pytest.approx(3600 / 8000)
+    assert f["outside"] == pytest.approx(80 / 8000)  # the small person is far from the portrait
+    prob[40:60, 60:62] = 0.3  # faint, but within reach of the portrait: its own edge, not evidence
+    assert group_expert.features(prob)["outside"] == pytest.approx(80 / 8000)
+    prob[80:90, 70:74] = 0.3  # faint and far
+    assert group_expert.features(prob)["outside"] == pytest.approx(120 / 8000)
 
 
 def test_the_served_rule_takes_the_crowd_networks_score_only_where_it_fires(tmp_path: Path,
