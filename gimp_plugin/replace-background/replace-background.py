@@ -281,13 +281,13 @@ def add_people_arguments(procedure: Gimp.ImageProcedure) -> None:
         True, RW,
     )
     procedure.add_choice_argument(
-        "zoom", "Find sm_all people",
+        "zoom", "Find small people (_zoom)",
         "A closer look for people who are small in the photo: off (fastest), automatic (only when the first "
         "look finds no tall person), or always",
         _choice(ZOOMS), core.contract.DEFAULT_ZOOM, RW,
     )
     procedure.add_choice_argument(
-        "crowd", "Find every_one",
+        "crowd", "Find _all people",
         "A second network, trained on groups, looks again: automatically when the first look shows a group, "
         "always (it also finds the people behind the main person; a lone portrait's edge may be a little "
         "rougher), or never",
