@@ -289,8 +289,8 @@ def add_people_arguments(procedure: Gimp.ImageProcedure) -> None:
     procedure.add_choice_argument(
         "crowd", "Find _all people",
         "A second network, trained on groups, looks again: automatically when the first look shows a group, "
-        "always (it also finds the people behind the main person; a lone portrait's edge may be a little "
-        "rougher), or never",
+        "always (it also finds the people behind the main person, and cuts a lone person a little less "
+        "exactly), or never",
         _choice(CROWDS), core.contract.DEFAULT_CROWD, RW,
     )
     procedure.add_double_argument(

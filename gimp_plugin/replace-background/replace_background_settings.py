@@ -58,8 +58,6 @@ PROJECT_RECORD = "replace_background_project.txt"
 EDGE_MODES = {"off": "mask", "matte": "cutout", "colours": "cutout"}
 # Find small people (the server's zoom option): the dialog's choices, in the API's own words
 ZOOM_MODES = contract.ZOOM_MODES
-# Find all people (the server's crowd option): the dialog's choices, in the API's own words
-CROWD_MODES = contract.CROWD_MODES
 
 
 class PluginError(Exception):

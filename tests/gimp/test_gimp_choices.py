@@ -2,7 +2,8 @@
 
 - ``choices_batch`` (fake server, which keeps every request's headers and form fields): the points
   "Keep only the people in the selection" sends, in the layer's pixels (a moved and cropped layer
-  too, two separate parts, the option off, a selection off the layer); Find small people as X-Zoom;
+  too, two separate parts, the option off, a selection off the layer); Find small people as X-Zoom, Find
+  all people as X-Crowd;
   Match light's request (the background GIMP shows, sent with the layer) and its result (the
   person's matched colours on a copy, the photo untouched).
 - ``real_batch`` (the real TorchServe): a photo of two people side by side and a selection around one
@@ -130,7 +131,7 @@ def test_find_small_people_is_the_zoom_option(choices_batch: tuple[GimpRun, dict
     assert sent["keep_left"]["headers"]["X-Zoom"] == core.contract.DEFAULT_ZOOM  # the server's own default
 
 
-def test_find_everyone_is_the_crowd_option(choices_batch: tuple[GimpRun, dict[str, dict]]) -> None:
+def test_find_all_people_is_the_crowd_option(choices_batch: tuple[GimpRun, dict[str, dict]]) -> None:
     _, sent = choices_batch
     assert sent["crowd_on"]["headers"]["X-Crowd"] == "on" and sent["crowd_off"]["headers"]["X-Crowd"] == "off"
     assert sent["keep_left"]["headers"]["X-Crowd"] == core.contract.DEFAULT_CROWD  # the server's own default
