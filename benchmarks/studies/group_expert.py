@@ -28,11 +28,10 @@ if importlib.util.find_spec("segmenter") is None:  # a Python without `make setu
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmarks.robustness import CASES
 from evaluation.data_options import add_data_options, case_runs
-from evaluation.metrics import image_metrics
+from evaluation.metrics import dilate, image_metrics
 from segmenter import checkpoint, crowd, people, zoom
 from segmenter.inference import Segmenter
 from segmenter.refine import upsample
@@ -62,8 +61,7 @@ def _near_largest(prob: torch.Tensor) -> torch.Tensor:
     largest = crowd.largest_region(prob)
     if not largest.any():
         return torch.zeros(prob.shape, dtype=torch.bool)
-    reach = max(1, round(REACH * float(np.hypot(*largest.shape))))
-    return F.max_pool2d(torch.from_numpy(largest).float()[None, None], 2 * reach + 1, 1, reach)[0, 0] > 0
+    return dilate(torch.from_numpy(largest), max(1, round(REACH * float(np.hypot(*largest.shape)))))
 
 
 def merge(first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
