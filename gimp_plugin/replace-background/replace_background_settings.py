@@ -56,8 +56,6 @@ PROJECT_RECORD = "replace_background_project.txt"
 # The plug-in's Edge option -> what it asks the server for: the model's mask as it is, or the edge stage's
 # cut-out (docs/API.md, matting), whose alpha is the soft matte and whose colours are the person's own.
 EDGE_MODES = {"off": "mask", "matte": "cutout", "colours": "cutout"}
-# Find small people (the server's zoom option): the dialog's choices, in the API's own words
-ZOOM_MODES = contract.ZOOM_MODES
 
 
 class PluginError(Exception):
